@@ -1,0 +1,9 @@
+//! Quantized BERT under the secure protocol: the model, quantization, the plaintext
+//! references and the programs the `harness` binary runs.
+
+pub mod model;
+pub mod party;
+pub mod program;
+pub mod quant;
+pub mod report;
+pub mod run;

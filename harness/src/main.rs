@@ -1,0 +1,205 @@
+//! `harness`: secure quantized BERT inference and its report.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use harness::quant::QuantConfig;
+use harness::run::{ModelSource, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol::net::NetProfile;
+use protocol::session::LocalTransport;
+use protocol::{LutMode, Role};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "harness", version, about = "Secure two-party inference of quantized BERT")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one secure inference (P0, P1 and the dealer in this process) and report it.
+    Bert(BertArgs),
+    /// Run one party of a secure inference over TCP (three processes, one or three machines).
+    Party(PartyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum TransportArg {
+    Mem,
+    Tcp,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug)]
+enum LutArg {
+    Auto,
+    Dpf,
+    Rotated,
+}
+
+#[derive(Args, Clone, Debug)]
+struct BertArgs {
+    /// bert-base | bert-tiny | minilm-l6 (random weights from --model-seed), or a .safetensors file
+    #[arg(long, default_value = "bert-base")]
+    model: String,
+    /// Shapes of a .safetensors model (a preset name)
+    #[arg(long, default_value = "bert-base")]
+    shapes: String,
+    /// Run only the first N encoder layers
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// w1a4 | w1a8 | w8a8 (any wNaM with N in 1..8, M in {4, 8})
+    #[arg(long, default_value = "w1a4")]
+    quant: String,
+    /// lan | wan | sigma-lan | none | BW,RTT (e.g. 1gbps,0.5ms)
+    #[arg(long, default_value = "lan")]
+    net: String,
+    #[arg(long, value_enum, default_value = "mem")]
+    transport: TransportArg,
+    /// How tables are dealt: auto picks the smaller material per table
+    #[arg(long, value_enum, default_value = "auto")]
+    tables: LutArg,
+    /// Compare with the plaintext quantized and float models (on by default)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    verify: bool,
+    #[arg(long, default_value_t = 1)]
+    model_seed: u64,
+    #[arg(long, default_value_t = 2)]
+    input_seed: u64,
+    /// Dealer master seed (random if not given)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the report as JSON
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Append a CSV row (default results/runs.csv)
+    #[arg(long, default_value = "results/runs.csv")]
+    csv: PathBuf,
+    /// Don't show a progress bar
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+struct PartyArgs {
+    /// p0 | p1 | dealer
+    #[arg(long)]
+    role: String,
+    /// Address P0 listens at
+    #[arg(long)]
+    p0: String,
+    /// Address P1 listens at
+    #[arg(long)]
+    p1: String,
+    /// Seconds to wait for peers
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
+    #[command(flatten)]
+    bert: BertArgs,
+}
+
+fn spec_of(a: &BertArgs) -> Result<RunSpec> {
+    let model = if a.model.ends_with(".safetensors") {
+        ModelSource::File(PathBuf::from(&a.model), a.shapes.clone())
+    } else {
+        ModelSource::Random(a.model.clone())
+    };
+    Ok(RunSpec {
+        model,
+        layers: a.layers,
+        seq: a.seq,
+        batch: a.batch,
+        quant: QuantConfig::parse(&a.quant).map_err(anyhow::Error::msg)?,
+        net: NetProfile::parse(&a.net).with_context(|| format!("--net {}", a.net))?,
+        transport: match a.transport {
+            TransportArg::Mem => LocalTransport::Mem,
+            TransportArg::Tcp => LocalTransport::Tcp,
+        },
+        verify: a.verify,
+        lut_mode: match a.tables {
+            LutArg::Auto => LutMode::Auto,
+            LutArg::Dpf => LutMode::Dpf,
+            LutArg::Rotated => LutMode::Rotated,
+        },
+        model_seed: a.model_seed,
+        input_seed: a.input_seed,
+        dealer_seed: a.seed,
+        ..RunSpec::default()
+    })
+}
+
+fn progress_bar(layers: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new((2 * layers) as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:30}] {pos}/{len} layer passes, ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message("offline");
+    pb
+}
+
+fn bert(a: &BertArgs) -> Result<()> {
+    let spec = spec_of(a)?;
+    let layers_hint = spec.layers.unwrap_or(12);
+    let pb = progress_bar(layers_hint, a.quiet);
+    let tick = |role: Role, online: bool, layer: usize| {
+        if role == Role::P1 {
+            if online {
+                pb.set_message("online");
+                pb.set_position((layers_hint + layer) as u64);
+            } else {
+                pb.set_position(layer as u64);
+            }
+        }
+    };
+    let report = harness::run::run(&spec, Some(&tick))?;
+    pb.finish_and_clear();
+    print!("{}", report.render());
+    report
+        .append_csv(&a.csv)
+        .with_context(|| format!("writing {}", a.csv.display()))?;
+    if let Some(j) = &a.json {
+        report.write_json(j)?;
+    }
+    if report.verified == Some(false) {
+        anyhow::bail!("verification failed");
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Bert(a) => bert(a),
+        Cmd::Party(p) => harness::party::run_party(
+            &p.role,
+            &p.p0,
+            &p.p1,
+            std::time::Duration::from_secs(p.connect_timeout),
+            &match spec_of(&p.bert) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+            },
+        ),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,250 @@
+//! The secure BERT program: a post-LayerNorm encoder, pooler and classifier written once
+//! against the engine, run by the dealer, P0, P1 and the plaintext reference alike.
+
+use crate::quant::{name, Consts};
+use protocol::account::NO_LAYER;
+use protocol::session::Program;
+use protocol::tensor::Move;
+use protocol::{Additive, Engine, Masked, OpKind, Result, Reveal, Role, Table};
+
+/// The public shapes of a run.
+#[derive(Clone, Debug)]
+pub struct Shapes {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    pub seq: usize,
+    pub batch: usize,
+    pub labels: usize,
+    pub pooler: bool,
+}
+
+/// P1's input: the embedded, normalised tokens (computed in the clear on the public
+/// embedding table), as the a-bit encoding for the first linear layers and the finer
+/// residual encoding (step 2^-(fres - fg)).
+#[derive(Clone, Debug)]
+pub struct ClientInput {
+    pub y_a: Vec<u32>,
+    pub y_res: Vec<u64>,
+}
+
+/// The public tables of a plan, built once.
+pub struct Tables {
+    req32: Table<u32>,
+    req64: Table<u64>,
+    res: Table<u64>,
+    gelu: Table<u32>,
+    tanh: Table<u32>,
+    exp: Table<u64>,
+    ln: Table<u64>,
+    p: Table<u32>,
+    rsqrt: Table<u64>,
+    ya: Table<u32>,
+    yres: Table<u64>,
+}
+
+impl Tables {
+    pub fn new(c: &Consts) -> Self {
+        Tables {
+            req32: c.t_requant(c.k_req()),
+            req64: c.t_requant(c.k_req()),
+            res: c.t_res(),
+            gelu: c.t_gelu(),
+            tanh: c.t_tanh(),
+            exp: c.t_exp(),
+            ln: c.t_ln(),
+            p: c.t_p(),
+            rsqrt: c.t_rsqrt(),
+            ya: c.t_requant(c.k_req()),
+            yres: c.t_yres(),
+        }
+    }
+}
+
+/// Called after each layer of each pass: (role, online, layers done).
+pub type Progress<'a> = dyn Fn(Role, bool, usize) + Sync + 'a;
+
+pub struct BertProgram<'a> {
+    pub shapes: Shapes,
+    pub consts: Consts,
+    pub tables: Tables,
+    /// P1's input (None at P0 and the dealer).
+    pub input: Option<ClientInput>,
+    pub progress: Option<&'a Progress<'a>>,
+}
+
+/// Logits at scale 2^fl, one row of `labels` per sequence.
+pub type Logits = Vec<i64>;
+
+impl BertProgram<'_> {
+    fn tick(&self, e: &Engine, layer: usize) {
+        if let Some(p) = self.progress {
+            p(e.role, e.is_online(), layer);
+        }
+    }
+
+    /// LayerNorm of the residual stream h (ring 64, 2^fres): returns the a-bit output
+    /// (masked, x^ at P0) and the residual-path encoding (masked, x^ at P0).
+    fn layernorm(&self, e: &mut Engine, h: &Additive<u64>) -> Result<(Masked<u32>, Masked<u64>)> {
+        let c = &self.consts;
+        let t = &self.tables;
+        // exact centring: H h - sum h (scale H 2^fres)
+        let u = e.sub(&e.mul_public(h, self.shapes.hidden as i64), &e.sum_last(h))?;
+        let um = e.open(&u, Reveal::Both)?;
+        let sq = e.square_masked(&um)?;
+        let v = e.sum_last(&sq);
+        let vm = e.open(&v, Reveal::Both)?;
+        let rs = e.lut(&vm, c.w_var(), &t.rsqrt)?;
+        let rsm = e.open(&rs, Reveal::Both)?;
+        let y = e.mul_masked(&um, &rsm)?; // y 2^fy
+        let ym = e.open(&y, Reveal::Both)?;
+        let ya = e.lut(&ym, c.w_ya(), &t.ya)?;
+        let yr = e.lut(&ym, c.w_yres(), &t.yres)?;
+        let pa = e.open_start(&ya, Reveal::P0)?;
+        let pr = e.open_start(&yr, Reveal::P0)?;
+        Ok((e.open_finish(pa)?, e.open_finish(pr)?))
+    }
+
+    fn layer(
+        &self,
+        e: &mut Engine,
+        l: usize,
+        x: Masked<u32>,
+        res: Additive<u64>,
+    ) -> Result<(Masked<u32>, Additive<u64>)> {
+        let c = &self.consts;
+        let t = &self.tables;
+        let s = &self.shapes;
+        let ly = l as u16;
+        let split = Move::SplitHeads { batch: s.batch, heads: s.heads };
+
+        e.at(ly, OpKind::Linear);
+        let wq = c.w_qkv();
+        let zq = e.linear(&x, &name(l, "q"), &[wq])?;
+        let zk = e.linear(&x, &name(l, "k"), &[wq])?;
+        let zv = e.linear(&x, &name(l, "v"), &[wq])?;
+        e.at(ly, OpKind::Requant);
+        let q = e.lut(&zq, wq, &t.req64)?;
+        let k = e.lut(&zk, wq, &t.req64)?;
+        let v = e.lut(&zv, wq, &t.req32)?;
+        let pq = e.open_start(&q, Reveal::Both)?;
+        let pk = e.open_start(&k, Reveal::Both)?;
+        let pv = e.open_start(&v, Reveal::Both)?;
+        let (qm, km, vm) = (e.open_finish(pq)?, e.open_finish(pk)?, e.open_finish(pv)?);
+
+        e.at(ly, OpKind::AttnMatmul);
+        let qh = e.move_masked(&qm, split)?;
+        let kt = e.move_masked(&e.move_masked(&km, split)?, Move::TransposeLast2)?;
+        let vh = e.move_masked(&vm, split)?;
+        let scores = e.matmul_masked(&qh, &kt, Some(&name(l, "c")))?;
+
+        e.at(ly, OpKind::Softmax);
+        // centre each row exactly: n s - sum s; then E >= n and exp cannot overflow
+        let sc = e.sub(&e.mul_public(&scores, s.seq as i64), &e.sum_last(&scores))?;
+        let sm = e.open(&sc, Reveal::Both)?;
+        let ex = e.lut(&sm, c.w_exp(), &t.exp)?;
+        let esum = e.sum_last(&ex);
+        let em = e.open(&esum, Reveal::Both)?;
+        let lse = e.lut(&em, c.w_ln(), &t.ln)?;
+        let lm = e.open(&lse, Reveal::Both)?;
+        let d = e.sub_masked(&sm, &lm)?;
+        let p = e.lut(&d, c.w_p(), &t.p)?;
+        let pm = e.open(&p, Reveal::Both)?;
+
+        e.at(ly, OpKind::AttnMatmul);
+        let ctx = e.matmul_masked(&pm, &vh, None)?;
+        let ctx = e.move_additive(&ctx, Move::MergeHeads { batch: s.batch })?;
+        let cm = e.open(&ctx, Reveal::P0)?;
+
+        e.at(ly, OpKind::Linear);
+        let wr = c.w_res();
+        let zo = e.linear(&cm, &name(l, "o"), &[wr])?;
+        e.at(ly, OpKind::Residual);
+        let o = e.lut(&zo, wr, &t.res)?;
+        let h1 = e.add(&o, &res)?;
+
+        e.at(ly, OpKind::LayerNorm);
+        let (y1, y1r) = self.layernorm(e, &h1)?;
+        let r1 = e.scale_private(&y1r, &name(l, "ln1.g"))?;
+        let r1 = e.add_private(&r1, &name(l, "ln1.b"))?;
+
+        e.at(ly, OpKind::Linear);
+        let wg = c.w_gelu();
+        let z1 = e.linear(&y1, &name(l, "ffn1"), &[wg])?;
+        e.at(ly, OpKind::Gelu);
+        let g = e.lut(&z1, wg, &t.gelu)?;
+        let gm = e.open(&g, Reveal::P0)?;
+        e.at(ly, OpKind::Linear);
+        let z2 = e.linear(&gm, &name(l, "ffn2"), &[wr])?;
+        e.at(ly, OpKind::Residual);
+        let f = e.lut(&z2, wr, &t.res)?;
+        let h2 = e.add(&f, &r1)?;
+
+        e.at(ly, OpKind::LayerNorm);
+        let (y2, y2r) = self.layernorm(e, &h2)?;
+        let r2 = e.scale_private(&y2r, &name(l, "ln2.g"))?;
+        let r2 = e.add_private(&r2, &name(l, "ln2.b"))?;
+        Ok((y2, r2))
+    }
+}
+
+impl Program for BertProgram<'_> {
+    type Output = Logits;
+
+    fn register(&self, e: &mut Engine) -> Result<()> {
+        let s = &self.shapes;
+        let (h, f) = (s.hidden, s.ffn);
+        for l in 0..s.layers {
+            for (w, din, dout) in [("q", h, h), ("k", h, h), ("v", h, h), ("o", h, h), ("ffn1", h, f), ("ffn2", f, h)] {
+                e.register_linear::<u32>(&name(l, w), din, dout)?;
+            }
+            e.register_vector::<u64>(&name(l, "c"), 1)?;
+            e.register_vector::<u64>(&name(l, "ln1.g"), h)?;
+            e.register_vector::<u64>(&name(l, "ln2.g"), h)?;
+        }
+        e.register_vector::<u64>("emb.g", h)?;
+        if s.pooler {
+            e.register_linear::<u32>("pool", h, h)?;
+        }
+        e.register_linear::<u32>("cls", h, s.labels)?;
+        Ok(())
+    }
+
+    fn run(&self, e: &mut Engine) -> Result<Option<Logits>> {
+        let s = &self.shapes;
+        let c = &self.consts;
+        let rows = s.batch * s.seq;
+        let shape = [rows, s.hidden];
+        e.at(NO_LAYER, OpKind::Input);
+        let mine = matches!(e.role, Role::P1 | Role::Plain);
+        let inp = if mine { self.input.as_ref() } else { None };
+        let x = e.input_p1::<u32>(inp.map(|i| i.y_a.as_slice()), &shape)?;
+        let xr = e.input_p1::<u64>(inp.map(|i| i.y_res.as_slice()), &shape)?;
+        let res = e.scale_private(&xr, "emb.g")?;
+        let mut res = e.add_private(&res, "emb.b")?;
+        let mut x = x;
+        for l in 0..s.layers {
+            let (nx, nres) = self.layer(e, l, x, res)?;
+            x = nx;
+            res = nres;
+            self.tick(e, l + 1);
+        }
+        drop(res);
+        e.at(NO_LAYER, OpKind::Pooler);
+        let first = e.move_masked(&x, Move::FirstRows { batch: s.batch })?;
+        let pooled = if s.pooler {
+            let wt = c.w_tanh();
+            let zp = e.linear(&first, "pool", &[wt])?;
+            let tp = e.lut(&zp, wt, &self.tables.tanh)?;
+            e.open(&tp, Reveal::P0)?
+        } else {
+            first
+        };
+        e.at(NO_LAYER, OpKind::Output);
+        let z = e.linear(&pooled, "cls", &[])?;
+        let za = e.to_additive(&z)?;
+        let out = e.reveal_p1(&za)?;
+        Ok(out.map(|v| v.iter().map(|x| protocol::ring::Ring::to_i64(*x)).collect()))
+    }
+}

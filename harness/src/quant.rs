@@ -1,0 +1,476 @@
+//! Quantization: the public plan (configs, protocol constants, windows and tables) and the
+//! conversion of a float BERT into P0's private integer model.
+//!
+//! Every linear layer folds all private scales (weight scale, activation scales, the
+//! previous LayerNorm's gamma and beta) into its integer weights and bias, so that its
+//! output Z is a *public* fixed-point encoding of the float value (Z = y 2^F), or, for
+//! Q/K/V, of the value in units of its private activation scale. Every table is then a
+//! public function of a public encoding (PROTOCOL.md block 10); the constants below are
+//! protocol constants, fixed independently of any model.
+
+use crate::model::{BertConfig, BertWeights, LayerTrace, Linear};
+use kernels::bitfc::pack_signs;
+use protocol::{PrivateModel, QLinear, QWeights, Table, Window};
+use std::fmt;
+
+/// A quantization configuration: weight bits (1 = sign with per-output-channel scale,
+/// 2..8 = symmetric per-output-channel integers) and activation bits (4 or 8).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QuantConfig {
+    pub w_bits: u8,
+    pub a_bits: u8,
+}
+
+impl QuantConfig {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown quantization {s:?}: expected wNaM, e.g. w1a4, w1a8, w8a8");
+        let rest = s.strip_prefix('w').ok_or_else(bad)?;
+        let (w, a) = rest.split_once('a').ok_or_else(bad)?;
+        let w: u8 = w.parse().map_err(|_| bad())?;
+        let a: u8 = a.parse().map_err(|_| bad())?;
+        if !(1..=8).contains(&w) || !matches!(a, 4 | 8) {
+            return Err(format!("{s}: weights take 1..8 bits, activations 4 or 8"));
+        }
+        Ok(QuantConfig { w_bits: w, a_bits: a })
+    }
+}
+
+impl fmt::Display for QuantConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "w{}a{}", self.w_bits, self.a_bits)
+    }
+}
+
+/// The protocol constants of one plan (public).
+#[derive(Clone, Debug)]
+pub struct Consts {
+    /// Activation bits and the largest a-bit value.
+    pub a: u32,
+    pub amax: i64,
+    /// Guard bits below an a-bit output's resolution in table indices.
+    pub g: u32,
+    /// log2 of the step of LayerNorm outputs fed to linear layers (2^(3-a): +-4 range).
+    pub ey: i32,
+    /// log2 of the GELU output step (same as ey).
+    pub eg: i32,
+    /// Q/K/V linear output scale (value / s_act * 2^fa).
+    pub fa: u32,
+    /// Score scale 2^fc (private scalar c = s_q s_k / sqrt(d) in fixed point).
+    pub fc: u32,
+    /// exp outputs 2^fe; exp saturates at `sat`.
+    pub fe: u32,
+    pub sat: f64,
+    /// ln E window bits.
+    pub kl: u32,
+    /// Residual stream scale 2^fres (ring 64).
+    pub fres: u32,
+    /// gamma fixed-point bits.
+    pub fg: u32,
+    /// Output scale of O, FFN1, FFN2 and pooler linears.
+    pub flin: u32,
+    /// Logit scale.
+    pub fl: u32,
+    /// LayerNorm output scale before requantization.
+    pub fy: u32,
+    /// log2 of the largest LayerNorm input variance the rsqrt window covers.
+    pub var_log2: u32,
+    pub kv: u32,
+    /// Sequence length (public; enters the softmax scales).
+    pub n: usize,
+    pub hidden: usize,
+    pub ln_eps: f64,
+}
+
+impl Consts {
+    pub fn new(q: &QuantConfig, cfg: &BertConfig, seq: usize) -> Self {
+        let a = q.a_bits as u32;
+        Consts {
+            a,
+            amax: (1 << (a - 1)) - 1,
+            g: 2,
+            ey: 3 - a as i32,
+            eg: 3 - a as i32,
+            fa: 29 - a,
+            fc: 24,
+            fe: 16,
+            sat: 8.0,
+            kl: 16,
+            fres: 10,
+            fg: 6,
+            flin: 26,
+            fl: 16,
+            fy: 36,
+            var_log2: 8,
+            kv: 16,
+            n: seq,
+            hidden: cfg.hidden,
+            ln_eps: cfg.ln_eps as f64,
+        }
+    }
+    fn step(e: i32) -> f64 {
+        2f64.powi(e)
+    }
+    pub fn sy(&self) -> f64 {
+        Self::step(self.ey)
+    }
+    pub fn sg(&self) -> f64 {
+        Self::step(self.eg)
+    }
+    /// Bits of an a-bit requantization table's index: a + guard + 2 (4x the clip range).
+    pub fn k_req(&self) -> u32 {
+        self.a + self.g + 2
+    }
+    /// Q/K/V linear -> a-bit window.
+    pub fn w_qkv(&self) -> Window {
+        Window { j: self.fa - self.g, k: self.k_req() }
+    }
+    /// Linear output -> residual (step 1/64, +-32).
+    pub fn w_res(&self) -> Window {
+        Window { j: self.flin - 6, k: 12 }
+    }
+    /// FFN1 -> GELU: step SG / 2^g over +-16.
+    pub fn w_gelu(&self) -> Window {
+        let e = self.eg - self.g as i32; // log2 of the index step
+        Window { j: (self.flin as i32 + e) as u32, k: (5 - e) as u32 }
+    }
+    /// Pooler -> tanh: step 1/64 over +-8.
+    pub fn w_tanh(&self) -> Window {
+        Window { j: self.flin - 6, k: 10 }
+    }
+    /// Scale of the centred scores n s 2^fc, as a float multiplier.
+    fn s_scale(&self) -> f64 {
+        self.n as f64 * 2f64.powi(self.fc as i32)
+    }
+    /// Centred scores -> exp: step <= 1/32 over >= +-32.
+    pub fn w_exp(&self) -> Window {
+        let j = (self.s_scale() / 32.0).log2().floor() as u32;
+        Window { j, k: 12 }
+    }
+    /// Row sums E -> ln E: the window covers n e^sat 2^fe.
+    pub fn w_ln(&self) -> Window {
+        let emax = self.n as f64 * self.sat.exp() * 2f64.powi(self.fe as i32);
+        let top = emax.log2().ceil() as u32 + 1;
+        Window { j: top.saturating_sub(self.kl), k: self.kl }
+    }
+    /// d = s - L -> p: step <= 1/64 over >= +-16.
+    pub fn w_p(&self) -> Window {
+        let j = (self.s_scale() / 64.0).log2().floor() as u32;
+        Window { j, k: 12 }
+    }
+    /// LayerNorm variance word V = H^3 var 2^(2 fres) -> rsqrt.
+    pub fn w_var(&self) -> Window {
+        let h3 = 3.0 * (self.hidden as f64).log2();
+        let top = (h3 + 2.0 * self.fres as f64 + self.var_log2 as f64).ceil() as u32 + 1;
+        Window { j: top - self.kv, k: self.kv }
+    }
+    /// LayerNorm output y 2^fy -> a-bit.
+    pub fn w_ya(&self) -> Window {
+        Window { j: (self.fy as i32 + self.ey) as u32 - self.g, k: self.k_req() }
+    }
+    /// LayerNorm output -> residual encoding (step 1/16, index step 1/64, +-16).
+    pub fn w_yres(&self) -> Window {
+        Window { j: self.fy - 6, k: 11 }
+    }
+    /// Step of the residual-path LayerNorm output: 2^-(fres - fg).
+    pub fn yres_bits(&self) -> u32 {
+        self.fres - self.fg
+    }
+
+    // ---- tables (public functions of public encodings)
+    fn round_div(i: i64, g: u32) -> i64 {
+        if g == 0 {
+            i
+        } else {
+            (i + (1 << (g - 1))) >> g
+        }
+    }
+    /// Index with `g` guard bits -> a-bit value, clipped.
+    pub fn t_requant<O: protocol::ring::Ring>(&self, k: u32) -> Table<O> {
+        let (g, amax) = (self.g, self.amax);
+        Table::from_fn(k, true, move |i| Self::round_div(i, g).clamp(-amax - 1, amax))
+    }
+    /// Linear output (index step 1/64) -> residual stream 2^fres.
+    pub fn t_res(&self) -> Table<u64> {
+        let sh = self.fres as i64 - 6;
+        Table::from_fn(12, true, move |i| i << sh)
+    }
+    pub fn t_gelu(&self) -> Table<u32> {
+        let w = self.w_gelu();
+        let step = self.sg() / 2f64.powi(self.g as i32);
+        let (sg, amax) = (self.sg(), self.amax);
+        Table::from_fn(w.k, true, move |i| {
+            let x = i as f64 * step;
+            ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-amax - 1, amax)
+        })
+    }
+    pub fn t_tanh(&self) -> Table<u32> {
+        let amax = self.amax;
+        Table::from_fn(self.w_tanh().k, true, move |i| {
+            ((i as f64 / 64.0).tanh() * amax as f64).round() as i64
+        })
+    }
+    /// exp of centred scores, saturating at `sat`, 2^fe.
+    pub fn t_exp(&self) -> Table<u64> {
+        let w = self.w_exp();
+        let step = 2f64.powi(w.j as i32) / self.s_scale();
+        let (sat, fe) = (self.sat, self.fe);
+        Table::from_fn(w.k, true, move |i| {
+            ((i as f64 * step).min(sat).exp() * 2f64.powi(fe as i32)).round() as i64
+        })
+    }
+    /// ln(E / 2^fe) at the centred-score scale n 2^fc.
+    pub fn t_ln(&self) -> Table<u64> {
+        let w = self.w_ln();
+        let (fe, sc) = (self.fe, self.s_scale());
+        Table::from_fn(w.k, false, move |i| {
+            let e = (i as f64).max(0.5) * 2f64.powi(w.j as i32) / 2f64.powi(fe as i32);
+            (e.ln() * sc).round() as i64
+        })
+    }
+    /// p = exp(d) as 8 bits (0..255); indices above d = 2 can only be aliases of very
+    /// negative d (d <= ~0 by construction), so they map to 0.
+    pub fn t_p(&self) -> Table<u32> {
+        let w = self.w_p();
+        let step = 2f64.powi(w.j as i32) / self.s_scale();
+        Table::from_fn(w.k, true, move |i| {
+            let d = i as f64 * step;
+            if d > 2.0 {
+                0
+            } else {
+                ((256.0 * d.exp()).round() as i64).clamp(0, 255)
+            }
+        })
+    }
+    /// 2^fy / (H 2^fres sigma) from the variance word.
+    pub fn t_rsqrt(&self) -> Table<u64> {
+        let w = self.w_var();
+        let h = self.hidden as f64;
+        let (fres, fy, eps) = (self.fres as i32, self.fy as i32, self.ln_eps);
+        Table::from_fn(w.k, false, move |i| {
+            let v = (i as f64).max(0.5) * 2f64.powi(w.j as i32);
+            let var = v / (h.powi(3) * 2f64.powi(2 * fres));
+            (2f64.powi(fy) / (h * 2f64.powi(fres) * (var + eps).sqrt())).round() as i64
+        })
+    }
+    /// LayerNorm output (index step 1/64) -> residual encoding, step 2^-(fres - fg).
+    pub fn t_yres(&self) -> Table<u64> {
+        let sh = 6 - self.yres_bits();
+        Table::from_fn(self.w_yres().k, true, move |i| Self::round_div(i, sh))
+    }
+}
+
+/// Per-layer activation scales from calibration (private to P0).
+#[derive(Clone, Debug)]
+pub struct LayerScales {
+    pub s_q: f64,
+    pub s_k: f64,
+    pub s_v: f64,
+}
+
+/// Calibration: per-tensor activation scales chosen as the largest absolute value over the
+/// calibration inputs divided by the a-bit maximum.
+pub fn calibrate(traces: &[Vec<LayerTrace>], c: &Consts) -> Vec<LayerScales> {
+    let layers = traces.first().map_or(0, |t| t.len());
+    let amax = c.amax as f64;
+    (0..layers)
+        .map(|l| {
+            let m = |f: &dyn Fn(&LayerTrace) -> &Vec<f32>| {
+                traces
+                    .iter()
+                    .flat_map(|t| f(&t[l]).iter())
+                    .fold(1e-6f64, |a, &v| a.max((v as f64).abs()))
+            };
+            LayerScales {
+                s_q: m(&|t| &t.q) / amax,
+                s_k: m(&|t| &t.k) / amax,
+                s_v: m(&|t| &t.v) / amax,
+            }
+        })
+        .collect()
+}
+
+/// Weights quantized per output channel: (integer weights, per-channel scale alpha).
+fn quantize_weights(lin: &Linear, bits: u8) -> (Vec<i64>, Vec<f64>) {
+    let (din, dout) = (lin.d_in, lin.d_out);
+    let mut alpha = vec![0f64; dout];
+    let mut w = vec![0i64; din * dout];
+    for j in 0..dout {
+        let col = (0..din).map(|i| lin.w[i * dout + j] as f64);
+        if bits == 1 {
+            alpha[j] = col.clone().map(f64::abs).sum::<f64>() / din as f64;
+            for i in 0..din {
+                w[i * dout + j] = if lin.w[i * dout + j] >= 0.0 { 1 } else { -1 };
+            }
+        } else {
+            let qmax = ((1i64 << (bits - 1)) - 1) as f64;
+            let m = col.map(f64::abs).fold(0.0, f64::max);
+            alpha[j] = if m > 0.0 { m / qmax } else { 1.0 };
+            for i in 0..din {
+                w[i * dout + j] = (lin.w[i * dout + j] as f64 / alpha[j]).round() as i64;
+            }
+        }
+    }
+    (w, alpha)
+}
+
+/// The input side of a linear: the step of its integer input and, optionally, the
+/// previous LayerNorm's gamma/beta to fold in.
+struct InputSide<'a> {
+    step: f64,
+    ln: Option<&'a crate::model::LayerNormW>,
+}
+
+/// Fold everything into a [`QLinear`] whose output is value / s_out * 2^f.
+fn qlinear(lin: &Linear, bits: u8, input: InputSide, s_out: f64, f: u32, fg: u32) -> QLinear {
+    let (w, alpha) = quantize_weights(lin, bits);
+    let (din, dout) = (lin.d_in, lin.d_out);
+    let two_f = 2f64.powi(f as i32);
+    let (in_scale, gshift) = match input.ln {
+        Some(ln) => (
+            Some(
+                ln.gamma
+                    .iter()
+                    .map(|&g| (g as f64 * 2f64.powi(fg as i32)).round() as i64)
+                    .collect::<Vec<_>>(),
+            ),
+            fg as i32,
+        ),
+        None => (None, 0),
+    };
+    let out_scale: Vec<i64> = alpha
+        .iter()
+        .map(|a| (a * input.step * 2f64.powi(f as i32 - gshift) / s_out).round() as i64)
+        .collect();
+    let bias: Vec<i64> = (0..dout)
+        .map(|j| {
+            let folded = input.ln.map_or(0.0, |ln| {
+                (0..din)
+                    .map(|i| ln.beta[i] as f64 * alpha[j] * w[i * dout + j] as f64)
+                    .sum::<f64>()
+            });
+            ((lin.b[j] as f64 + folded) / s_out * two_f).round() as i64
+        })
+        .collect();
+    let w = if bits == 1 {
+        let s: Vec<i8> = w.iter().map(|&v| v as i8).collect();
+        QWeights::Signs(pack_signs(&s, din, dout))
+    } else {
+        QWeights::Int(w)
+    };
+    QLinear { d_in: din, d_out: dout, w, in_scale, out_scale, bias }
+}
+
+fn fixed(v: &[f32], bits: u32) -> Vec<i64> {
+    v.iter().map(|&x| (x as f64 * 2f64.powi(bits as i32)).round() as i64).collect()
+}
+
+/// The name of a layer's tensor in the private model and the registry.
+pub fn name(layer: usize, what: &str) -> String {
+    format!("L{layer}.{what}")
+}
+
+/// Quantize `w` (first `layers` layers) into P0's private integer model.
+pub fn quantize(
+    w: &BertWeights,
+    q: &QuantConfig,
+    c: &Consts,
+    scales: &[LayerScales],
+    layers: usize,
+) -> PrivateModel {
+    let mut m = PrivateModel::default();
+    let dh = w.config.head_dim() as f64;
+    let amax = c.amax as f64;
+    for (l, lw) in w.layers.iter().take(layers).enumerate() {
+        let prev = if l == 0 { &w.emb.ln } else { &w.layers[l - 1].ln2 };
+        let sc = &scales[l];
+        let inp = || InputSide { step: c.sy(), ln: Some(prev) };
+        m.linears.insert(name(l, "q"), qlinear(&lw.q, q.w_bits, inp(), sc.s_q, c.fa, c.fg));
+        m.linears.insert(name(l, "k"), qlinear(&lw.k, q.w_bits, inp(), sc.s_k, c.fa, c.fg));
+        m.linears.insert(name(l, "v"), qlinear(&lw.v, q.w_bits, inp(), sc.s_v, c.fa, c.fg));
+        let score = sc.s_q * sc.s_k / dh.sqrt() * 2f64.powi(c.fc as i32);
+        m.vectors.insert(name(l, "c"), vec![score.round() as i64]);
+        let ctx_step = sc.s_v / 256.0;
+        m.linears.insert(
+            name(l, "o"),
+            qlinear(&lw.o, q.w_bits, InputSide { step: ctx_step, ln: None }, 1.0, c.flin, c.fg),
+        );
+        m.linears.insert(
+            name(l, "ffn1"),
+            qlinear(&lw.ffn1, q.w_bits, InputSide { step: c.sy(), ln: Some(&lw.ln1) }, 1.0, c.flin, c.fg),
+        );
+        m.linears.insert(
+            name(l, "ffn2"),
+            qlinear(&lw.ffn2, q.w_bits, InputSide { step: c.sg(), ln: None }, 1.0, c.flin, c.fg),
+        );
+        for (t, ln) in [("ln1", &lw.ln1), ("ln2", &lw.ln2)] {
+            m.vectors.insert(name(l, &format!("{t}.g")), fixed(&ln.gamma, c.fg));
+            m.vectors.insert(name(l, &format!("{t}.b")), fixed(&ln.beta, c.fres));
+        }
+    }
+    m.vectors.insert("emb.g".into(), fixed(&w.emb.ln.gamma, c.fg));
+    m.vectors.insert("emb.b".into(), fixed(&w.emb.ln.beta, c.fres));
+    let last = if layers == 0 { &w.emb.ln } else { &w.layers[layers - 1].ln2 };
+    if let Some(p) = &w.pooler {
+        m.linears.insert(
+            "pool".into(),
+            qlinear(p, q.w_bits, InputSide { step: c.sy(), ln: Some(last) }, 1.0, c.flin, c.fg),
+        );
+    }
+    if let Some(cls) = &w.classifier {
+        // the head is small: 8-bit weights whatever the body uses
+        m.linears.insert(
+            "cls".into(),
+            qlinear(cls, 8, InputSide { step: 1.0 / amax, ln: None }, 1.0, c.fl, c.fg),
+        );
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_and_reject() {
+        assert_eq!(QuantConfig::parse("w1a4").unwrap(), QuantConfig { w_bits: 1, a_bits: 4 });
+        assert_eq!(QuantConfig::parse("w8a8").unwrap().to_string(), "w8a8");
+        for bad in ["", "w1", "a4", "w0a8", "w1a5", "w9a8", "x1a4"] {
+            assert!(QuantConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_fit_their_rings() {
+        for q in ["w1a4", "w1a8", "w8a8"] {
+            for seq in [1, 16, 128, 512] {
+                let c = Consts::new(&QuantConfig::parse(q).unwrap(), &BertConfig::bert_base(), seq);
+                for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh()] {
+                    assert!(w.j + w.k <= 32, "{q} {seq} {w:?}");
+                }
+                for w in [c.w_exp(), c.w_ln(), c.w_p(), c.w_var(), c.w_ya(), c.w_yres()] {
+                    assert!(w.j + w.k <= 64, "{q} {seq} {w:?}");
+                }
+                // the exp and p windows cover at least +-32 and +-16 in score units
+                let half = |w: Window| 2f64.powi((w.j + w.k - 1) as i32) / (seq as f64 * 2f64.powi(c.fc as i32));
+                assert!(half(c.w_exp()) >= 32.0 && half(c.w_p()) >= 16.0);
+            }
+        }
+    }
+
+    #[test]
+    fn tables_compute_what_they_say() {
+        let c = Consts::new(&QuantConfig::parse("w1a8").unwrap(), &BertConfig::bert_base(), 128);
+        let t = c.t_requant::<u32>(c.k_req());
+        assert_eq!(t.entries[4], 1); // 4 / 2^2
+        assert_eq!(t.entries[(1 << c.k_req()) - 4].to_i64(), -1);
+        assert_eq!(t.entries[(1 << (c.k_req() - 1)) - 1].to_i64(), 127); // clipped
+        let g = c.t_gelu();
+        // index step 1/64: index 64 is x = 1.0, gelu(1) = 0.8413 -> 13 (step 1/16)
+        assert_eq!(g.entries[64].to_i64(), 13);
+        let p = c.t_p();
+        assert_eq!(p.entries[0], 255); // d = 0 -> 256 clipped
+        let rs = c.t_rsqrt();
+        assert!(rs.entries[1] > rs.entries[2]);
+    }
+    use protocol::ring::Ring;
+}

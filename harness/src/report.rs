@@ -1,0 +1,203 @@
+//! The report of a run: the figures PROTOCOL.md asks every run to report, printed as a
+//! table, appended to CSV, written as JSON.
+
+use protocol::account::{Accounting, Phase};
+use protocol::net::PartyId;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// One operation kind's costs, summed over layers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OpRow {
+    pub op: String,
+    pub online_ms: f64,
+    pub offline_ms: f64,
+    pub mb_p0_to_p1: f64,
+    pub mb_p1_to_p0: f64,
+    pub rounds: u32,
+    /// Dealer material for this kind, both parties.
+    pub dealer_mb: f64,
+    /// Offline P0 <-> P1 traffic for this kind.
+    pub offline_mb: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub quant: String,
+    pub seq: usize,
+    pub batch: usize,
+    pub layers: usize,
+    pub net: String,
+    pub transport: String,
+    pub lut_mode: String,
+    pub backend: String,
+    pub online_s: f64,
+    pub offline_s: f64,
+    pub register_s: f64,
+    pub wall_s: f64,
+    /// Online bytes sent by all parties together.
+    pub online_bytes: u64,
+    pub online_bytes_p0_to_p1: u64,
+    pub online_bytes_p1_to_p0: u64,
+    /// Dealer material for both parties plus offline P0/P1 traffic.
+    pub offline_bytes: u64,
+    pub dealer_bytes_p0: u64,
+    pub dealer_bytes_p1: u64,
+    pub offline_p0_p1_bytes: u64,
+    /// Model registration traffic (once per model).
+    pub register_bytes: u64,
+    pub rounds: u32,
+    /// True only when the secure output equals, bit for bit, the plaintext quantized
+    /// model run with the same carries (derived from the dealer's seed); None: not checked.
+    pub verified: Option<bool>,
+    pub max_abs_err_vs_plain: Option<f64>,
+    pub max_abs_err_vs_float: f64,
+    /// Table lookups in the plaintext reference whose index left its window.
+    pub out_of_window: Option<u64>,
+    pub lookups: Option<u64>,
+    pub logits: Vec<f64>,
+    pub logits_plain: Vec<f64>,
+    pub logits_float: Vec<f64>,
+    #[serde(skip)]
+    pub logits_int: Vec<i64>,
+    pub ops: Vec<OpRow>,
+}
+
+impl RunReport {
+    /// Byte and round totals from P0's, P1's and the dealer's accounting (in that order).
+    pub fn from_accounting(accts: &[&Accounting; 3], rounds: u32) -> Self {
+        let [p0, p1, d] = *accts;
+        let on01 = p0.bytes(Phase::Online, PartyId::P1);
+        let on10 = p1.bytes(Phase::Online, PartyId::P0);
+        let d0 = d.bytes(Phase::Offline, PartyId::P0);
+        let d1 = d.bytes(Phase::Offline, PartyId::P1);
+        let off = p0.bytes(Phase::Offline, PartyId::P1) + p1.bytes(Phase::Offline, PartyId::P0);
+        let reg = p0.bytes(Phase::Register, PartyId::P1)
+            + d.bytes(Phase::Register, PartyId::P0)
+            + d.bytes(Phase::Register, PartyId::P1);
+        RunReport {
+            online_bytes: on01 + on10,
+            online_bytes_p0_to_p1: on01,
+            online_bytes_p1_to_p0: on10,
+            offline_bytes: d0 + d1 + off,
+            dealer_bytes_p0: d0,
+            dealer_bytes_p1: d1,
+            offline_p0_p1_bytes: off,
+            register_bytes: reg,
+            rounds,
+            backend: "cpu-portable".into(),
+            ops: crate::run::op_rows(&accts[..]),
+            ..Default::default()
+        }
+    }
+
+    /// The per-operation table and the summary, for the terminal.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s += &format!(
+            "{:<12} {:>10} {:>11} {:>10} {:>10} {:>7} {:>11}\n",
+            "op", "online ms", "offline ms", "MB P0->P1", "MB P1->P0", "rounds", "dealer MB"
+        );
+        for r in &self.ops {
+            s += &format!(
+                "{:<12} {:>10.1} {:>11.1} {:>10.3} {:>10.3} {:>7} {:>11.1}\n",
+                r.op, r.online_ms, r.offline_ms, r.mb_p0_to_p1, r.mb_p1_to_p0, r.rounds, r.dealer_mb
+            );
+        }
+        let mb = |b: u64| b as f64 / 1e6;
+        s += &format!(
+            "\n{} {} seq {} batch {} layers {} | net {} | transport {} | tables {} | backend {}\n",
+            self.model, self.quant, self.seq, self.batch, self.layers, self.net, self.transport, self.lut_mode, self.backend
+        );
+        s += &format!(
+            "online  {:.3} s, {:.2} MB (P0->P1 {:.2}, P1->P0 {:.2}), {} rounds\n",
+            self.online_s,
+            mb(self.online_bytes),
+            mb(self.online_bytes_p0_to_p1),
+            mb(self.online_bytes_p1_to_p0),
+            self.rounds
+        );
+        s += &format!(
+            "offline {:.3} s, dealer material {:.1} MB to P0 + {:.1} MB to P1, P0<->P1 {:.1} MB\n",
+            self.offline_s,
+            mb(self.dealer_bytes_p0),
+            mb(self.dealer_bytes_p1),
+            mb(self.offline_p0_p1_bytes)
+        );
+        s += &format!(
+            "registration (once per model) {:.3} s, {:.1} MB\n",
+            self.register_s,
+            mb(self.register_bytes)
+        );
+        match self.verified {
+            Some(true) => s += "verified: secure output == plaintext quantized model with the same carries (bit-exact)\n",
+            Some(false) => s += "VERIFICATION FAILED: secure output differs from the plaintext quantized model with the same carries\n",
+            None => s += "verified: not checked\n",
+        }
+        if let Some(e) = self.max_abs_err_vs_plain {
+            s += &format!("max |logit error| vs plaintext quantized (deterministic rounding): {e:.4}\n");
+        }
+        s += &format!("max |logit error| vs float model: {:.4}\n", self.max_abs_err_vs_float);
+        if let (Some(o), Some(l)) = (self.out_of_window, self.lookups) {
+            s += &format!("table indices outside their window (plaintext run): {o} of {l}\n");
+        }
+        s += &format!("logits (secure): {:?}\n", self.logits.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
+        s += &format!("logits (float):  {:?}\n", self.logits_float.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
+        s
+    }
+
+    pub const CSV_HEADER: &'static str = "model,quant,seq,batch,layers,net,transport,lut_mode,backend,online_s,offline_s,online_mb,online_mb_p0_to_p1,online_mb_p1_to_p0,dealer_mb_p0,dealer_mb_p1,offline_mb,rounds,verified,max_abs_err_vs_plain,max_abs_err_vs_float";
+
+    pub fn csv_row(&self) -> String {
+        let mb = |b: u64| format!("{:.3}", b as f64 / 1e6);
+        format!(
+            "{},{},{},{},{},{},{},{},{},{:.4},{:.4},{},{},{},{},{},{},{},{},{},{:.5}",
+            self.model.replace(',', ";"),
+            self.quant,
+            self.seq,
+            self.batch,
+            self.layers,
+            self.net,
+            self.transport,
+            self.lut_mode,
+            self.backend,
+            self.online_s,
+            self.offline_s,
+            mb(self.online_bytes),
+            mb(self.online_bytes_p0_to_p1),
+            mb(self.online_bytes_p1_to_p0),
+            mb(self.dealer_bytes_p0),
+            mb(self.dealer_bytes_p1),
+            mb(self.offline_bytes),
+            self.rounds,
+            self.verified.map_or("".into(), |v| v.to_string()),
+            self.max_abs_err_vs_plain.map_or("".into(), |v| format!("{v:.5}")),
+            self.max_abs_err_vs_float
+        )
+    }
+
+    /// Append a row to a CSV file, writing the header first if the file is new.
+    pub fn append_csv(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            if !d.as_os_str().is_empty() {
+                std::fs::create_dir_all(d)?;
+            }
+        }
+        let new = !path.exists();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        if new {
+            writeln!(f, "{}", Self::CSV_HEADER)?;
+        }
+        writeln!(f, "{}", self.csv_row())
+    }
+
+    /// Write the JSON report atomically (temporary file, then rename).
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! One secure inference end to end: model, calibration, quantization, the three parties,
+//! the references, and the report.
+
+use crate::model::{self, BertConfig, BertWeights};
+use crate::program::{BertProgram, ClientInput, Logits, Progress, Shapes, Tables};
+use crate::quant::{self, Consts, QuantConfig};
+use crate::report::{OpRow, RunReport};
+use anyhow::{bail, Context, Result};
+use protocol::account::{Accounting, OpKind, Phase};
+use protocol::net::{LinkConfig, NetProfile, PartyId};
+use protocol::seed::DealerSeeds;
+use protocol::session::{self, LocalConfig, LocalRun, LocalTransport};
+use protocol::{LutMode, PrivateModel};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the model comes from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// A named shape (bert-base, bert-tiny, minilm-l6) with random weights from a seed.
+    Random(String),
+    /// A safetensors file with the shapes of a named preset.
+    File(PathBuf, String),
+}
+
+/// Everything a run needs; mirrors the flags of `harness bert`.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub model: ModelSource,
+    pub layers: Option<usize>,
+    pub seq: usize,
+    pub batch: usize,
+    pub quant: QuantConfig,
+    pub net: NetProfile,
+    pub transport: LocalTransport,
+    pub verify: bool,
+    pub lut_mode: LutMode,
+    /// Seeds: model weights (random models), the client's tokens, the dealer.
+    pub model_seed: u64,
+    pub input_seed: u64,
+    pub dealer_seed: Option<u64>,
+    /// Calibration sequences (drawn with a seed different from the input's).
+    pub calib: usize,
+    /// Session id of the links.
+    pub session: u64,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            model: ModelSource::Random("bert-base".into()),
+            layers: None,
+            seq: 128,
+            batch: 1,
+            quant: QuantConfig::parse("w1a4").expect("valid"),
+            net: NetProfile::lan(),
+            transport: LocalTransport::Mem,
+            verify: true,
+            lut_mode: LutMode::Auto,
+            model_seed: 1,
+            input_seed: 2,
+            dealer_seed: None,
+            calib: 2,
+            session: 1,
+        }
+    }
+}
+
+/// What P0 and the references know, and what P1 knows, prepared from a spec.
+pub struct Prepared {
+    pub weights: BertWeights,
+    pub shapes: Shapes,
+    pub consts: Consts,
+    pub model: Arc<PrivateModel>,
+    pub tokens: Vec<u32>,
+    pub input: ClientInput,
+    pub float_logits: Vec<f32>,
+    pub model_name: String,
+}
+
+fn preset(name: &str) -> Result<BertConfig> {
+    BertConfig::by_name(name)
+        .with_context(|| format!("unknown model {name:?}: use bert-base, bert-tiny, minilm-l6 or a .safetensors file"))
+}
+
+fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
+    // [CLS] ... [SEP]-like ids from the ordinary vocabulary range
+    (0..n).map(|_| rng.gen_range(1000..cfg.vocab.max(1001) as u32)).collect()
+}
+
+/// Load or generate the model, calibrate, quantize, and embed the client's input.
+pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    let (weights, model_name) = match &spec.model {
+        ModelSource::Random(name) => {
+            let cfg = preset(name)?;
+            (BertWeights::random(&cfg, spec.model_seed), name.clone())
+        }
+        ModelSource::File(path, name) => {
+            let cfg = preset(name)?;
+            let w = BertWeights::from_safetensors(path, &cfg)
+                .with_context(|| format!("loading {}", path.display()))?;
+            (w, path.display().to_string())
+        }
+    };
+    let cfg = weights.config.clone();
+    let layers = spec.layers.unwrap_or(cfg.layers);
+    if layers > cfg.layers {
+        bail!("--layers {layers}: the model has {}", cfg.layers);
+    }
+    if spec.seq == 0 || spec.seq > cfg.max_pos {
+        bail!("--seq {}: must be 1..={}", spec.seq, cfg.max_pos);
+    }
+    if spec.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if weights.classifier.is_none() {
+        bail!("the model has no classifier head");
+    }
+    let consts = Consts::new(&spec.quant, &cfg, spec.seq);
+
+    // calibration on sequences the client never sends
+    let mut crng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.input_seed ^ 0x5eed_ca11);
+    let mut traces = vec![];
+    for _ in 0..spec.calib.max(1) {
+        let toks = random_tokens(&mut crng, &cfg, spec.seq);
+        let mut x = model::embed(&weights, &toks, None)?;
+        let mut tr = vec![];
+        for lw in weights.layers.iter().take(layers) {
+            let t = model::encoder_layer_traced(lw, &x, spec.seq, &cfg, None);
+            x = t.out.clone();
+            tr.push(t);
+        }
+        traces.push(tr);
+    }
+    let scales = quant::calibrate(&traces, &consts);
+    let private = quant::quantize(&weights, &spec.quant, &consts, &scales, layers);
+
+    // the client's sentences and their embedding, in the clear on the public table
+    let mut irng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.input_seed);
+    let mut tokens = vec![];
+    let mut y_a = vec![];
+    let mut y_res = vec![];
+    let mut float_logits = vec![];
+    let (amax, sy) = (consts.amax, consts.sy());
+    let rs = 2f64.powi(consts.yres_bits() as i32);
+    for _ in 0..spec.batch {
+        let toks = random_tokens(&mut irng, &cfg, spec.seq);
+        let y = model::embed_normalized(&weights, &toks, None)?;
+        y_a.extend(y.iter().map(|&v| ((v as f64 / sy).round() as i64).clamp(-amax - 1, amax) as u32));
+        y_res.extend(y.iter().map(|&v| (v as f64 * rs).round() as i64 as u64));
+        let x = model::embed(&weights, &toks, None)?;
+        float_logits.extend(model::forward(&weights, &x, spec.seq, Some(layers), None).logits);
+        tokens.extend(toks);
+    }
+    let shapes = Shapes {
+        layers,
+        hidden: cfg.hidden,
+        heads: cfg.heads,
+        ffn: cfg.ffn,
+        seq: spec.seq,
+        batch: spec.batch,
+        labels: weights.classifier.as_ref().map_or(0, |c| c.d_out),
+        pooler: weights.pooler.is_some(),
+    };
+    Ok(Prepared {
+        weights,
+        shapes,
+        consts,
+        model: Arc::new(private),
+        tokens,
+        input: ClientInput { y_a, y_res },
+        float_logits,
+        model_name,
+    })
+}
+
+pub fn dealer_seeds(spec: &RunSpec) -> DealerSeeds {
+    match spec.dealer_seed {
+        Some(s) => DealerSeeds::from_master(s),
+        None => DealerSeeds::random(),
+    }
+}
+
+/// Run the secure inference in this process (three party threads) and the references.
+pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<RunReport> {
+    let prep = prepare(spec)?;
+    let seeds = dealer_seeds(spec);
+    let prog = BertProgram {
+        shapes: prep.shapes.clone(),
+        consts: prep.consts.clone(),
+        tables: Tables::new(&prep.consts),
+        input: Some(prep.input.clone()),
+        progress,
+    };
+    let mut link = LinkConfig::new(spec.session, spec.net.clone());
+    link.recv_timeout = Some(std::time::Duration::from_secs(600));
+    let cfg = LocalConfig {
+        link,
+        transport: spec.transport,
+        seeds: seeds.clone(),
+        lut_mode: spec.lut_mode,
+    };
+    let t = Instant::now();
+    let res = session::run_local(&cfg, prep.model.clone(), &prog)?;
+    let wall = t.elapsed();
+    let logits = res
+        .p1
+        .output
+        .clone()
+        .context("P1 received no output")?;
+    let mut report = report_of(spec, &prep, &res, logits);
+    report.wall_s = wall.as_secs_f64();
+    if spec.verify {
+        verify(&mut report, &prep, &prog, &seeds)?;
+    }
+    Ok(report)
+}
+
+/// Compare with the plaintext quantized model (same carries: bit-exact; deterministic
+/// rounding: error) and the float model.
+pub fn verify(
+    report: &mut RunReport,
+    prep: &Prepared,
+    prog: &BertProgram,
+    seeds: &DealerSeeds,
+) -> Result<()> {
+    let (same, stats) = session::run_plain(prep.model.clone(), Some(seeds.mask), prog)?;
+    let same = same.context("plaintext reference gave no output")?;
+    let (det, _) = session::run_plain(prep.model.clone(), None, prog)?;
+    let det = det.context("plaintext reference gave no output")?;
+    let scale = 2f64.powi(prep.consts.fl as i32);
+    report.verified = Some(same == report.logits_int);
+    report.max_abs_err_vs_plain = Some(max_err(&report.logits_int, &det, scale));
+    report.logits_plain = det.iter().map(|&v| v as f64 / scale).collect();
+    report.out_of_window = Some(stats.out_of_window);
+    report.lookups = Some(stats.lookups);
+    Ok(())
+}
+
+fn max_err(a: &[i64], b: &[i64], scale: f64) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64 / scale).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Build the report from the parties' accounting.
+pub fn report_of(spec: &RunSpec, prep: &Prepared, res: &LocalRun<Logits>, logits: Logits) -> RunReport {
+    let scale = 2f64.powi(prep.consts.fl as i32);
+    let logits_f: Vec<f64> = logits.iter().map(|&v| v as f64 / scale).collect();
+    let err_float = logits_f
+        .iter()
+        .zip(&prep.float_logits)
+        .map(|(a, b)| (a - *b as f64).abs())
+        .fold(0.0, f64::max);
+    let accts = [&res.p0.acct, &res.p1.acct, &res.dealer.acct];
+    let mut r = RunReport::from_accounting(&accts, res.rounds());
+    r.model = prep.model_name.clone();
+    r.quant = spec.quant.to_string();
+    r.seq = spec.seq;
+    r.batch = spec.batch;
+    r.layers = prep.shapes.layers;
+    r.net = spec.net.name.clone();
+    r.transport = format!("{:?}", spec.transport).to_lowercase();
+    r.lut_mode = format!("{:?}", spec.lut_mode).to_lowercase();
+    r.online_s = res.online_time().as_secs_f64();
+    r.offline_s = res.offline_time().as_secs_f64();
+    r.register_s = res.p0.register_time.max(res.p1.register_time).as_secs_f64();
+    r.logits = logits_f;
+    r.logits_int = logits;
+    r.logits_float = prep.float_logits.iter().map(|&v| v as f64).collect();
+    r.max_abs_err_vs_float = err_float;
+    r
+}
+
+/// Per-operation rows from the three parties' accounting.
+pub fn op_rows(accts: &[&Accounting]) -> Vec<OpRow> {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<OpKind, OpRow> = BTreeMap::new();
+    let mut merged = Accounting::default();
+    for a in accts {
+        merged.merge(a);
+    }
+    for ((phase, _layer, kind), row) in &merged.rows {
+        let e = by.entry(*kind).or_insert_with(|| OpRow {
+            op: kind.name().to_string(),
+            ..Default::default()
+        });
+        let ms = row.time.as_secs_f64() * 1e3;
+        match phase {
+            Phase::Online => {
+                e.online_ms += ms;
+                e.rounds += row.flights.len() as u32;
+            }
+            Phase::Offline => e.offline_ms += ms,
+            Phase::Register => {}
+        }
+    }
+    // bytes by direction need the sender: recompute per party
+    for (i, a) in accts.iter().enumerate() {
+        for ((phase, _l, kind), row) in &a.rows {
+            let e = by.get_mut(kind).expect("seen above");
+            match (phase, i) {
+                (Phase::Online, 0) => e.mb_p0_to_p1 += row.bytes_to[1] as f64 / 1e6,
+                (Phase::Online, 1) => e.mb_p1_to_p0 += row.bytes_to[0] as f64 / 1e6,
+                (Phase::Offline, 2) => {
+                    e.dealer_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
+                }
+                (Phase::Offline, _) => e.offline_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6,
+                _ => {}
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// Bytes one party sent to another in a phase.
+pub fn bytes(a: &Accounting, phase: Phase, to: PartyId) -> u64 {
+    a.bytes(phase, to)
+}

@@ -1,0 +1,312 @@
+//! 1-bit fully connected layer: Y = X·S mod 2^BITS with S in {−1, +1}^(d_in × d_out).
+//!
+//! Writing S = 2B − 1 (B the 0/1 matrix of "+1" bits), `y[i,c] = 2·Σ_{r: B[r,c]=1} x[i,r]
+//! − rowsum(x[i])`: one masked add per weight instead of a multiply.
+//!
+//! **Packing.** [`PackedSigns`] is column-major in bits: output column c owns
+//! `wpc = ceil(d_in / 64)` consecutive u64 words, and bit `r % 64` of word
+//! `c·wpc + r / 64` is 1 iff S[r, c] = +1 (padding bits are 0). The kernel works on X^T
+//! (d_in × n, rows of X contiguous per input r) and, for a block of 4 output columns,
+//! expands the 4 columns' bits along d_in once into select masks; then for every block of
+//! 64 bytes of rows it runs `acc[c][i..] += x^T[r][i..] & mask[r][c]` over r: a contiguous
+//! vector AND + ADD per weight with the accumulators in registers. Bits along d_in per
+//! column are exactly what that mask expansion reads, sequentially, and a column's weights
+//! are one contiguous slice (column blocks are the unit of parallelism).
+
+use crate::matmul::transpose;
+use crate::word::Word;
+use rayon::prelude::*;
+
+/// Output columns per register block.
+const CB: usize = 4;
+/// Output columns per parallel task.
+const CG: usize = 32;
+/// Work (n·d_in·d_out) below which the kernel runs on one thread.
+const PAR_MIN: usize = 1 << 18;
+
+/// Sign matrix S in {−1, +1}^(d_in × d_out), bit-packed per output column (layout in the
+/// module docs): `words.len() == d_out · ceil(d_in / 64)`, bit = 1 means +1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedSigns {
+    /// Rows of S (inputs).
+    pub d_in: usize,
+    /// Columns of S (outputs).
+    pub d_out: usize,
+    /// `d_out` runs of `ceil(d_in / 64)` words; bit r%64 of word c·wpc + r/64 is S[r,c]=+1.
+    pub words: Vec<u64>,
+}
+
+impl PackedSigns {
+    /// Words per output column, `ceil(d_in / 64)`.
+    pub fn words_per_col(&self) -> usize {
+        self.d_in.div_ceil(64)
+    }
+
+    /// Whether S[r, c] = +1. Cost: O(1).
+    #[inline]
+    pub fn is_plus(&self, r: usize, c: usize) -> bool {
+        (self.words[c * self.words_per_col() + r / 64] >> (r % 64)) & 1 == 1
+    }
+}
+
+/// Packs a row-major d_in × d_out sign matrix (entries ±1; any value >= 0 counts as +1).
+///
+/// Preconditions (asserted): `signs.len() == d_in·d_out`. Cost: d_in·d_out bit writes.
+pub fn pack_signs(signs: &[i8], d_in: usize, d_out: usize) -> PackedSigns {
+    assert_eq!(signs.len(), d_in * d_out, "pack_signs: signs.len() != d_in·d_out");
+    let wpc = d_in.div_ceil(64);
+    let mut words = vec![0u64; d_out * wpc];
+    for (r, row) in signs.chunks_exact(d_out.max(1)).enumerate().take(d_in) {
+        for (c, &s) in row.iter().enumerate() {
+            words[c * wpc + r / 64] |= ((s >= 0) as u64) << (r % 64);
+        }
+    }
+    PackedSigns { d_in, d_out, words }
+}
+
+/// Inverse of [`pack_signs`]: the row-major d_in × d_out matrix of ±1.
+///
+/// Preconditions (asserted): `p.words.len() == d_out·ceil(d_in/64)`. Cost: d_in·d_out.
+pub fn unpack_signs(p: &PackedSigns) -> Vec<i8> {
+    assert_eq!(p.words.len(), p.d_out * p.words_per_col(), "unpack_signs: bad words length");
+    let mut out = vec![0i8; p.d_in * p.d_out];
+    for r in 0..p.d_in {
+        for c in 0..p.d_out {
+            out[r * p.d_out + c] = if p.is_plus(r, c) { 1 } else { -1 };
+        }
+    }
+    out
+}
+
+/// Y = X·S mod 2^BITS: X is n × d_in row-major, S = `w` (d_in × d_out); returns n × d_out
+/// row-major.
+///
+/// Preconditions (asserted): `x.len() == n·w.d_in`, `w.words` of the packed length.
+/// Cost: n·d_in·d_out vectorised masked adds (no multiplies) + an O(n·(d_in + d_out))
+/// transpose in and out; parallel over blocks of 32 output columns.
+pub fn fc<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
+    let (d_in, d_out) = (w.d_in, w.d_out);
+    assert_eq!(x.len(), n * d_in, "fc: x.len() != n·d_in");
+    let wpc = w.words_per_col();
+    assert_eq!(w.words.len(), d_out * wpc, "fc: bad PackedSigns length");
+    if n == 0 || d_out == 0 {
+        return vec![W::ZERO; n * d_out];
+    }
+    // Rows per register block: 64 bytes of words.
+    let nb = 512 / W::BITS as usize;
+    let n_pad = n.div_ceil(nb) * nb;
+    // X^T, zero-padded to n_pad columns.
+    let mut xt = vec![W::ZERO; d_in * n_pad];
+    if d_in > 0 {
+        let t = transpose(x, n, d_in);
+        for (dst, src) in xt.chunks_exact_mut(n_pad).zip(t.chunks_exact(n)) {
+            dst[..n].copy_from_slice(src);
+        }
+    }
+    let mut rowsum = vec![W::ZERO; n_pad];
+    for (s, row) in rowsum.iter_mut().zip(x.chunks_exact(d_in.max(1))) {
+        *s = row.iter().fold(W::ZERO, |a, &v| a.wadd(v));
+    }
+    if d_in == 0 {
+        rowsum.iter_mut().for_each(|s| *s = W::ZERO);
+    }
+    // Y^T (d_out × n_pad), column groups in parallel.
+    let mut yt = vec![W::ZERO; d_out * n_pad];
+    let task = |masks: &mut Vec<W>, (g, ytg): (usize, &mut [W])| {
+        let c0 = g * CG;
+        let ncols = ytg.len() / n_pad;
+        fc_group::<W>(&xt, n_pad, d_in, &w.words[c0 * wpc..(c0 + ncols) * wpc], wpc, &rowsum, ytg, masks);
+    };
+    if n * d_in * d_out >= PAR_MIN {
+        yt.par_chunks_mut(CG * n_pad).enumerate().for_each_init(Vec::new, task);
+    } else {
+        let mut masks = Vec::new();
+        yt.chunks_mut(CG * n_pad).enumerate().for_each(|item| task(&mut masks, item));
+    }
+    // Y = (Y^T)^T without the padding.
+    let mut y = vec![W::ZERO; n * d_out];
+    for (c, ycol) in yt.chunks_exact(n_pad).enumerate() {
+        for (i, &v) in ycol[..n].iter().enumerate() {
+            y[i * d_out + c] = v;
+        }
+    }
+    y
+}
+
+simd_dispatch! {
+    /// One group of output columns: `ytg[c][i] = 2·Σ_r x^T[r][i]·B[r][c] − rowsum[i]`.
+    #[allow(clippy::too_many_arguments)]
+    fn fc_group<W: Word>(
+        xt: &[W],
+        n_pad: usize,
+        d_in: usize,
+        words: &[u64],
+        wpc: usize,
+        rowsum: &[W],
+        ytg: &mut [W],
+        masks: &mut Vec<W>,
+    ) => fc_group_body
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fc_group_body<W: Word>(
+    xt: &[W],
+    n_pad: usize,
+    d_in: usize,
+    words: &[u64],
+    wpc: usize,
+    rowsum: &[W],
+    ytg: &mut [W],
+    masks: &mut Vec<W>,
+) {
+    match W::BITS {
+        16 => fc_cols::<W, 32>(xt, n_pad, d_in, words, wpc, rowsum, ytg, masks),
+        32 => fc_cols::<W, 16>(xt, n_pad, d_in, words, wpc, rowsum, ytg, masks),
+        _ => fc_cols::<W, 8>(xt, n_pad, d_in, words, wpc, rowsum, ytg, masks),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fc_cols<W: Word, const NB: usize>(
+    xt: &[W],
+    n_pad: usize,
+    d_in: usize,
+    words: &[u64],
+    wpc: usize,
+    rowsum: &[W],
+    ytg: &mut [W],
+    masks: &mut Vec<W>,
+) {
+    let ncols = ytg.len() / n_pad;
+    masks.clear();
+    masks.resize(d_in * CB, W::ZERO);
+    for cb0 in (0..ncols).step_by(CB) {
+        let nc = CB.min(ncols - cb0);
+        // Expand the bits of these columns into select masks, laid out [r][cb].
+        for cb in 0..CB {
+            if cb < nc {
+                let col = &words[(cb0 + cb) * wpc..(cb0 + cb + 1) * wpc];
+                for r in 0..d_in {
+                    masks[r * CB + cb] = W::mask((col[r / 64] >> (r % 64)) & 1 == 1);
+                }
+            } else {
+                for r in 0..d_in {
+                    masks[r * CB + cb] = W::ZERO;
+                }
+            }
+        }
+        for i0 in (0..n_pad).step_by(NB) {
+            let mut acc = [[W::ZERO; NB]; CB];
+            for (xr, m) in xt[i0..].chunks(n_pad).zip(masks.chunks_exact(CB)) {
+                crate::matmul::loop_vectoriser_barrier();
+                let xv: &[W; NB] = xr[..NB].try_into().unwrap();
+                for cb in 0..CB {
+                    for j in 0..NB {
+                        acc[cb][j] = acc[cb][j].wadd(xv[j].band(m[cb]));
+                    }
+                }
+            }
+            for (cb, a) in acc.iter().enumerate().take(nc) {
+                let out = &mut ytg[(cb0 + cb) * n_pad + i0..][..NB];
+                for j in 0..NB {
+                    out[j] = a[j].wadd(a[j]).wsub(rowsum[i0 + j]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::rand_words;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn naive<W: Word>(x: &[W], n: usize, s: &[i8], d_in: usize, d_out: usize) -> Vec<W> {
+        let mut y = vec![W::ZERO; n * d_out];
+        for i in 0..n {
+            for c in 0..d_out {
+                let mut acc = W::ZERO;
+                for r in 0..d_in {
+                    let v = x[i * d_in + r];
+                    acc = if s[r * d_out + c] >= 0 { acc.wadd(v) } else { acc.wsub(v) };
+                }
+                y[i * d_out + c] = acc;
+            }
+        }
+        y
+    }
+
+    fn check<W: Word>(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dims = [1usize, 3, 17, 63, 64, 65, 130];
+        for &n in &[1usize, 3, 17, 33, 65] {
+            for &d_in in &dims {
+                for &d_out in &dims {
+                    let s: Vec<i8> = (0..d_in * d_out)
+                        .map(|_| match rng.gen_range(0..3) {
+                            0 => -1,
+                            1 => 1,
+                            _ => 0, // 0 counts as +1
+                        })
+                        .collect();
+                    let p = pack_signs(&s, d_in, d_out);
+                    let x = rand_words::<W>(&mut rng, n * d_in);
+                    assert_eq!(fc(&x, n, &p), naive(&x, n, &s, d_in, d_out), "n={n} {d_in}x{d_out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fc_matches_naive_u16() {
+        check::<u16>(21);
+    }
+    #[test]
+    fn fc_matches_naive_u32() {
+        check::<u32>(22);
+    }
+    #[test]
+    fn fc_matches_naive_u64() {
+        check::<u64>(23);
+    }
+
+    #[test]
+    fn fc_parallel_path_and_edges() {
+        let mut rng = ChaCha8Rng::seed_from_u64(24);
+        let (n, d_in, d_out) = (37, 200, 100);
+        let s: Vec<i8> = (0..d_in * d_out).map(|_| if rng.gen() { 1 } else { -1 }).collect();
+        let p = pack_signs(&s, d_in, d_out);
+        let x = rand_words::<u32>(&mut rng, n * d_in);
+        assert_eq!(fc(&x, n, &p), naive(&x, n, &s, d_in, d_out));
+        // All +1: row sums; all −1: negated row sums; MAX entries.
+        let x = vec![u64::MAX; 2 * 3];
+        let plus = pack_signs(&[1i8; 3 * 2], 3, 2);
+        let minus = pack_signs(&[-1i8; 3 * 2], 3, 2);
+        assert_eq!(fc(&x, 2, &plus), vec![u64::MAX.wrapping_mul(3); 4]);
+        assert_eq!(fc(&x, 2, &minus), vec![3u64; 4]);
+        // Empty shapes.
+        assert!(fc::<u16>(&[], 0, &plus).is_empty());
+        let empty_in = pack_signs(&[], 0, 5);
+        assert_eq!(fc::<u16>(&[], 2, &empty_in), vec![0u16; 10]);
+    }
+
+    #[test]
+    fn pack_roundtrip_and_layout() {
+        let mut rng = ChaCha8Rng::seed_from_u64(25);
+        for &(d_in, d_out) in &[(1usize, 1usize), (63, 3), (64, 2), (65, 17), (130, 5)] {
+            let s: Vec<i8> = (0..d_in * d_out).map(|_| if rng.gen() { 1 } else { -1 }).collect();
+            let p = pack_signs(&s, d_in, d_out);
+            assert_eq!(p.words.len(), d_out * d_in.div_ceil(64));
+            assert_eq!(unpack_signs(&p), s);
+        }
+        // Layout: column c owns words [c·wpc, (c+1)·wpc), bit r%64 is row r.
+        let mut s = vec![-1i8; 70 * 2];
+        s[65 * 2 + 1] = 1; // S[65, 1] = +1
+        let p = pack_signs(&s, 70, 2);
+        assert_eq!(p.words, vec![0, 0, 0, 1 << 1]);
+    }
+}

@@ -1,0 +1,959 @@
+//! Distributed point functions with outputs in Z/2^BITS: the tree construction of Boyle,
+//! Gilboa and Ishai ("Function Secret Sharing: Improvements and Extensions", CCS 2016,
+//! Fig. 1), with early termination.
+//!
+//! **Shape.** Domain 2^k, 1 <= k <= 24. One 128-bit leaf block converts to
+//! E = 128/BITS ring words (8 u16, 4 u32, 2 u64), so the last nu = min(k, log2 E) levels
+//! of the tree are packed into one leaf block and the GGM tree has depth d = k − nu; the
+//! top d bits of alpha (most significant first) are the path, the low nu bits the word
+//! within the leaf block. Each party's full-domain expansion is its additive share of
+//! beta·e_alpha (mod 2^BITS). No 1-bit-output tricks: the output group is the ring.
+//!
+//! **Keys.** party bit b, root seed s_b (127 random bits, LSB 0), root control bit t_b = b,
+//! per level a correction word (seed CW, t_L CW, t_R CW), and one output correction word
+//! of 2^nu ring words. Evaluation: at each level G(s) = (s_L, t_L, s_R, t_R) (see
+//! [`crate::prg`]), XOR-corrected with (s_CW, t_L CW, s_CW, t_R CW) when t = 1; at a leaf
+//! the share is (−1)^b · (Convert(s) + t·CW_out). Serialised size ([`key_bytes`]):
+//! 1 + 16 + 16·d + ceil(2d/8) + 2^nu·BITS/8 bytes, i.e. about d·(128 + 2) + 128 + 128 bits
+//! (196 bytes for k = 12 over Z/2^32).
+//!
+//! **Evaluation cost.** 2^d − 1 PRG doublings (2 AES each) and 2^d leaf conversions
+//! (1 AES each), about 3·2^k/E AES blocks, plus 2^k ring operations. [`eval_dot`] fuses
+//! the expansion with the table product: the tree is walked depth first down to subtrees
+//! of 2^9 leaf blocks, each subtree expanded breadth first (so AES runs on batches of
+//! blocks), and its leaf words are immediately multiply-accumulated against the rotated
+//! table, so only a few KB are live whatever k is.
+
+use crate::lut::{reverse_table2, rotated_dot2};
+use crate::prg::{block_words, split, Prg};
+use crate::word::Word;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use rand_core::{CryptoRng, RngCore};
+use rayon::prelude::*;
+
+/// Largest supported domain exponent.
+pub const MAX_K: u32 = 24;
+/// Levels expanded breadth first per subtree in the evaluators: 2^9 leaf blocks (8 KB of
+/// seeds, 8 KB of leaf words), long AES batches, still L1-resident.
+const CHUNK_LEVELS: u32 = 9;
+/// At most 2^MAX_GROUP_LOG small-tree keys are expanded together.
+const MAX_GROUP_LOG: u32 = 6;
+/// Keys per deterministic RNG stream in [`gen_batch`].
+const GEN_CHUNK: usize = 256;
+/// Domain size from which a single key's evaluation is split over threads.
+const PAR_DOMAIN: usize = 1 << 16;
+
+/// One level's correction word: seed CW (LSB 0) and the two control-bit CWs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CorrectionWord {
+    /// s_CW = s0^lose ⊕ s1^lose.
+    pub seed: u128,
+    /// t_L CW = t0_L ⊕ t1_L ⊕ alpha_i ⊕ 1.
+    pub t_l: bool,
+    /// t_R CW = t0_R ⊕ t1_R ⊕ alpha_i.
+    pub t_r: bool,
+}
+
+/// One party's DPF key for beta·e_alpha over the domain 2^k with outputs in Z/2^BITS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpfKey<W: Word> {
+    /// Domain exponent (1..=24).
+    pub k: u32,
+    /// Party bit b (0 or 1); party 1's leaf values are negated.
+    pub party: u8,
+    /// Root seed (LSB 0).
+    pub seed: u128,
+    /// Root control bit (equals the party bit).
+    pub t: bool,
+    /// Correction words of the d = k − nu tree levels, root first.
+    pub cws: Vec<CorrectionWord>,
+    /// Output correction: 2^nu ring words (the used part of one leaf block).
+    pub cw_out: Vec<W>,
+}
+
+/// Errors of [`DpfKey::read_from`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DpfError {
+    /// k outside 1..=24.
+    BadDomain(u32),
+    /// The buffer is shorter than [`key_bytes`].
+    Truncated {
+        /// Bytes a key needs.
+        need: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// The header byte is not a valid (party, control bit) pair.
+    BadHeader(u8),
+    /// A field that is always zero in a well-formed key is not (seed LSB, padding bits).
+    NonCanonical(&'static str),
+}
+
+impl std::fmt::Display for DpfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DpfError::BadDomain(k) => write!(f, "DPF domain exponent {k} outside 1..={MAX_K}"),
+            DpfError::Truncated { need, got } => {
+                write!(f, "DPF key truncated: need {need} bytes, got {got}")
+            }
+            DpfError::BadHeader(h) => write!(f, "DPF key header byte {h:#04x} is invalid"),
+            DpfError::NonCanonical(what) => write!(f, "DPF key is not canonical: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for DpfError {}
+
+/// log2(128/BITS): levels packed into one leaf block when the domain allows.
+#[inline]
+fn leaf_log(bits: u32) -> u32 {
+    (128 / bits).trailing_zeros()
+}
+
+/// (nu, d, words used per leaf) for domain 2^k and word size `bits`.
+#[inline]
+fn shape(k: u32, bits: u32) -> (u32, u32, usize) {
+    let nu = k.min(leaf_log(bits));
+    (nu, k - nu, 1usize << nu)
+}
+
+/// Serialised size in bytes of one key for domain 2^k over Z/2^bits:
+/// `1 + 16 + 16·d + ceil(2d/8) + 2^nu·bits/8` with nu = min(k, log2(128/bits)),
+/// d = k − nu (header byte, root seed, seed CWs, packed control-bit CWs, output CW).
+///
+/// Preconditions (asserted): 1 <= k <= 24, bits in {16, 32, 64}. Cost: O(1).
+pub fn key_bytes(k: u32, bits: u32) -> usize {
+    assert!((1..=MAX_K).contains(&k), "key_bytes: k outside 1..=24");
+    assert!(matches!(bits, 16 | 32 | 64), "key_bytes: bits must be 16, 32 or 64");
+    let (nu, d, _) = shape(k, bits);
+    let d = d as usize;
+    1 + 16 + 16 * d + (2 * d).div_ceil(8) + (1usize << nu) * bits as usize / 8
+}
+
+impl<W: Word> DpfKey<W> {
+    /// Appends the serialised key ([`key_bytes`]`(k, BITS)` bytes, little-endian): header
+    /// byte (bit 0 party, bit 1 root control bit), root seed, the d seed CWs, the 2d
+    /// control-bit CWs packed (bit 2i = t_L of level i, bit 2i+1 = t_R), the output CW.
+    /// Cost: O(key size).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(key_bytes(self.k, W::BITS));
+        out.push(self.party & 1 | (self.t as u8) << 1);
+        out.extend_from_slice(&self.seed.to_le_bytes());
+        for cw in &self.cws {
+            out.extend_from_slice(&cw.seed.to_le_bytes());
+        }
+        let mut bits = vec![0u8; (2 * self.cws.len()).div_ceil(8)];
+        for (i, cw) in self.cws.iter().enumerate() {
+            bits[(2 * i) / 8] |= (cw.t_l as u8) << ((2 * i) % 8);
+            bits[(2 * i + 1) / 8] |= (cw.t_r as u8) << ((2 * i + 1) % 8);
+        }
+        out.extend_from_slice(&bits);
+        for &w in &self.cw_out {
+            w.write_le(out);
+        }
+    }
+
+    /// Parses a key for domain 2^k from the start of `buf`; returns it and the number of
+    /// bytes consumed ([`key_bytes`]`(k, BITS)`). Never panics: rejects k outside
+    /// 1..=24, a short buffer, an invalid header, and non-canonical fields (seed LSBs and
+    /// padding bits that a well-formed key has at zero). Random bytes are rejected with
+    /// high probability (header alone: 254/256), not with certainty: the format has no
+    /// checksum. Cost: O(key size).
+    pub fn read_from(k: u32, buf: &[u8]) -> Result<(Self, usize), DpfError> {
+        if !(1..=MAX_K).contains(&k) {
+            return Err(DpfError::BadDomain(k));
+        }
+        let need = key_bytes(k, W::BITS);
+        if buf.len() < need {
+            return Err(DpfError::Truncated { need, got: buf.len() });
+        }
+        let (nu, d, used) = shape(k, W::BITS);
+        let _ = nu;
+        let d = d as usize;
+        let h = buf[0];
+        if h > 3 || (h & 1) != (h >> 1) {
+            return Err(DpfError::BadHeader(h));
+        }
+        let block = |off: usize| -> u128 {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&buf[off..off + 16]);
+            u128::from_le_bytes(b)
+        };
+        let seed = block(1);
+        if seed & 1 != 0 {
+            return Err(DpfError::NonCanonical("root seed LSB set"));
+        }
+        let mut cws = Vec::with_capacity(d);
+        let tb = 17 + 16 * d;
+        for i in 0..d {
+            let s = block(17 + 16 * i);
+            if s & 1 != 0 {
+                return Err(DpfError::NonCanonical("correction seed LSB set"));
+            }
+            let bit = |j: usize| (buf[tb + j / 8] >> (j % 8)) & 1 == 1;
+            cws.push(CorrectionWord { seed: s, t_l: bit(2 * i), t_r: bit(2 * i + 1) });
+        }
+        let nbits = (2 * d).div_ceil(8);
+        if d > 0 && (2 * d) % 8 != 0 && buf[tb + nbits - 1] >> ((2 * d) % 8) != 0 {
+            return Err(DpfError::NonCanonical("control-bit padding set"));
+        }
+        let wb = (W::BITS / 8) as usize;
+        let ob = tb + nbits;
+        let cw_out = (0..used).map(|i| W::read_le(&buf[ob + i * wb..])).collect();
+        debug_assert_eq!(ob + used * wb, need);
+        let key = DpfKey { k, party: h & 1, seed, t: h & 2 != 0, cws, cw_out };
+        Ok((key, need))
+    }
+}
+
+/// Generates a key pair for `beta·e_alpha` over the domain 2^k (outputs in Z/2^BITS):
+/// eval_full of the two keys sums to beta at alpha and 0 elsewhere.
+///
+/// Preconditions (asserted): 1 <= k <= 24, alpha < 2^k. Cost: 4·d AES blocks
+/// (d = k − nu) and two random 128-bit root seeds from `rng`.
+pub fn gen<W: Word, R: RngCore + CryptoRng>(
+    k: u32,
+    alpha: u32,
+    beta: W,
+    rng: &mut R,
+) -> (DpfKey<W>, DpfKey<W>) {
+    let (mut k0, mut k1) = gen_many(k, &[alpha], beta, rng);
+    (k0.pop().unwrap(), k1.pop().unwrap())
+}
+
+/// Generates key pairs for many points with the same beta, in parallel and
+/// deterministically from `seed`: keys for alphas[256·c ..] come from a ChaCha12 stream
+/// seeded with `seed` and stream number c (independent of the thread count).
+///
+/// Preconditions (asserted): as [`gen`] for every alpha. Cost: 4·d AES blocks per key,
+/// level-synchronous over each chunk of 256 keys (so AES runs on batches).
+pub fn gen_batch<W: Word>(
+    k: u32,
+    alphas: &[u32],
+    beta: W,
+    seed: [u8; 32],
+) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
+    let parts: Vec<_> = alphas
+        .par_chunks(GEN_CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut rng = ChaCha12Rng::from_seed(seed);
+            rng.set_stream(c as u64);
+            gen_many(k, chunk, beta, &mut rng)
+        })
+        .collect();
+    let mut k0 = Vec::with_capacity(alphas.len());
+    let mut k1 = Vec::with_capacity(alphas.len());
+    for (a, b) in parts {
+        k0.extend(a);
+        k1.extend(b);
+    }
+    (k0, k1)
+}
+
+/// Level-synchronous key generation for a batch of points (AES on batches of seeds).
+fn gen_many<W: Word, R: RngCore + CryptoRng>(
+    k: u32,
+    alphas: &[u32],
+    beta: W,
+    rng: &mut R,
+) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
+    assert!((1..=MAX_K).contains(&k), "dpf::gen: k outside 1..=24");
+    let (nu, d, used) = shape(k, W::BITS);
+    let n = alphas.len();
+    for &a in alphas {
+        assert!(a >> k == 0, "dpf::gen: alpha >= 2^k");
+    }
+    let prg = Prg::fixed();
+    let mut rand_seed = || {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        u128::from_le_bytes(b) & !1
+    };
+    let mut s0: Vec<u128> = Vec::with_capacity(n);
+    let mut s1: Vec<u128> = Vec::with_capacity(n);
+    for _ in 0..n {
+        s0.push(rand_seed());
+        s1.push(rand_seed());
+    }
+    let mut keys0: Vec<DpfKey<W>> = s0
+        .iter()
+        .map(|&s| DpfKey { k, party: 0, seed: s, t: false, cws: Vec::with_capacity(d as usize), cw_out: Vec::new() })
+        .collect();
+    let mut keys1: Vec<DpfKey<W>> = s1
+        .iter()
+        .map(|&s| DpfKey { k, party: 1, seed: s, t: true, cws: Vec::with_capacity(d as usize), cw_out: Vec::new() })
+        .collect();
+    let mut t0 = vec![false; n];
+    let mut t1 = vec![true; n];
+    let (mut l0, mut r0, mut l1, mut r1) = (vec![0u128; n], vec![0u128; n], vec![0u128; n], vec![0u128; n]);
+    for lvl in 0..d {
+        prg.double_batch(&s0, &mut l0, &mut r0);
+        prg.double_batch(&s1, &mut l1, &mut r1);
+        for i in 0..n {
+            let a = (alphas[i] >> (k - 1 - lvl)) & 1 == 1;
+            let (sl0, tl0) = split(l0[i]);
+            let (sr0, tr0) = split(r0[i]);
+            let (sl1, tl1) = split(l1[i]);
+            let (sr1, tr1) = split(r1[i]);
+            let scw = if a { sl0 ^ sl1 } else { sr0 ^ sr1 };
+            let t_l = tl0 ^ tl1 ^ a ^ true;
+            let t_r = tr0 ^ tr1 ^ a;
+            let cw = CorrectionWord { seed: scw, t_l, t_r };
+            keys0[i].cws.push(cw);
+            keys1[i].cws.push(cw);
+            let (ks0, kt0, ks1, kt1, tcw) = if a { (sr0, tr0, sr1, tr1, t_r) } else { (sl0, tl0, sl1, tl1, t_l) };
+            s0[i] = ks0 ^ (scw & 0u128.wrapping_sub(t0[i] as u128));
+            s1[i] = ks1 ^ (scw & 0u128.wrapping_sub(t1[i] as u128));
+            t0[i] = kt0 ^ (t0[i] & tcw);
+            t1[i] = kt1 ^ (t1[i] & tcw);
+        }
+    }
+    let mut c0 = vec![0u128; n];
+    let mut c1 = vec![0u128; n];
+    prg.convert_batch(&s0, &mut c0);
+    prg.convert_batch(&s1, &mut c1);
+    let mut w0 = vec![W::ZERO; used];
+    let mut w1 = vec![W::ZERO; used];
+    for i in 0..n {
+        block_words(c0[i], &mut w0);
+        block_words(c1[i], &mut w1);
+        let lo = (alphas[i] & ((1u32 << nu) - 1)) as usize;
+        let cw: Vec<W> = (0..used)
+            .map(|w| {
+                let b = if w == lo { beta } else { W::ZERO };
+                let v = b.wsub(w0[w]).wadd(w1[w]);
+                if t1[i] {
+                    v.wneg()
+                } else {
+                    v
+                }
+            })
+            .collect();
+        keys0[i].cw_out = cw.clone();
+        keys1[i].cw_out = cw;
+    }
+    (keys0, keys1)
+}
+
+/// Scratch buffers of the evaluators (a few KB; reused across keys).
+///
+/// Nodes are held as one u128: the 127-bit seed with the control bit in the LSB (seeds
+/// always have LSB 0), so a corrected child is `raw ⊕ (t ? (s_CW | t_CW) : 0)` in one
+/// pass. Several keys can be expanded together (key-major: key g's nodes are contiguous
+/// at every level) so that the AES batches are long even near the roots.
+struct Expander<W> {
+    nodes: Vec<u128>,
+    next: Vec<u128>,
+    left: Vec<u128>,
+    right: Vec<u128>,
+    cwl: Vec<(u128, u128)>,
+    words: Vec<W>,
+}
+
+impl<W: Word> Expander<W> {
+    fn new() -> Self {
+        Expander {
+            nodes: Vec::new(),
+            next: Vec::new(),
+            left: Vec::new(),
+            right: Vec::new(),
+            cwl: Vec::new(),
+            words: Vec::new(),
+        }
+    }
+
+    /// Depth-first walk of one key's subtree under `node` at `level` (domain offset
+    /// `j0`), calling `f(j, words)` with the unsigned leaf values Convert(s) + t·CW_out
+    /// of each chunk of 2^CHUNK_LEVELS leaf blocks, in domain order (`j` is the domain
+    /// index of `words[0]`).
+    fn for_each_chunk(
+        &mut self,
+        key: &DpfKey<W>,
+        level: u32,
+        node: u128,
+        j0: usize,
+        f: &mut impl FnMut(usize, &[W]),
+    ) {
+        let d = key.cws.len() as u32;
+        if d - level > CHUNK_LEVELS {
+            let (l, r) = children(key, level, node);
+            let half = 1usize << (key.k - level - 1);
+            self.for_each_chunk(key, level + 1, l, j0, f);
+            self.for_each_chunk(key, level + 1, r, j0 + half, f);
+        } else {
+            self.expand(std::slice::from_ref(key), &[node], level);
+            f(j0, &self.words);
+        }
+    }
+
+    /// Breadth-first expansion of `roots[g]` (a node of `keys[g]` at `level`; all keys of
+    /// the same shape) down to the leaves. Afterwards `self.words` holds, for each key in
+    /// order, the 2^(d − level)·2^nu unsigned leaf values of its subtree.
+    fn expand(&mut self, keys: &[DpfKey<W>], roots: &[u128], level: u32) {
+        let prg = Prg::fixed();
+        let d = keys[0].cws.len() as u32;
+        self.nodes.clear();
+        self.nodes.extend_from_slice(roots);
+        for (lvl, depth) in (level..d).zip(0u32..) {
+            self.cwl.clear();
+            self.cwl.extend(keys.iter().map(|key| {
+                let cw = key.cws[lvl as usize];
+                (cw.seed | cw.t_l as u128, cw.seed | cw.t_r as u128)
+            }));
+            self.left.clear();
+            self.left.extend(self.nodes.iter().map(|&v| v & !1));
+            self.right.clear();
+            self.right.extend_from_slice(&self.left);
+            prg.encrypt(0, &mut self.left);
+            prg.encrypt(1, &mut self.right);
+            self.next.resize(2 * self.nodes.len(), 0);
+            let per = 1usize << depth; // nodes per key at this level
+            for (g, &(cl, cr)) in self.cwl.iter().enumerate() {
+                let r0 = g * per;
+                let nodes = &self.nodes[r0..r0 + per];
+                let (ls, rs) = (&self.left[r0..r0 + per], &self.right[r0..r0 + per]);
+                let next = &mut self.next[2 * r0..2 * (r0 + per)];
+                for (nx, ((&v, &l), &r)) in next.chunks_exact_mut(2).zip(nodes.iter().zip(ls).zip(rs)) {
+                    let s = v & !1;
+                    let mask = 0u128.wrapping_sub(v & 1);
+                    nx[0] = l ^ s ^ (cl & mask);
+                    nx[1] = r ^ s ^ (cr & mask);
+                }
+            }
+            std::mem::swap(&mut self.nodes, &mut self.next);
+        }
+        // Leaf conversion: Convert(s) + t·CW_out.
+        let m = self.nodes.len();
+        let per_key_shift = d - level;
+        self.left.clear();
+        self.left.extend(self.nodes.iter().map(|&v| v & !1));
+        prg.encrypt(2, &mut self.left);
+        for (c, &v) in self.left.iter_mut().zip(&self.nodes) {
+            *c ^= v & !1;
+        }
+        let used = keys[0].cw_out.len();
+        self.words.resize(m * used, W::ZERO);
+        if used == (128 / W::BITS) as usize {
+            // Branch-free: addend block = CW_out block masked by t (two 64-bit ANDs), then
+            // one flat vectorised word-wise add.
+            self.cwl.clear();
+            self.cwl.extend(keys.iter().map(|key| (words_block(&key.cw_out), 0)));
+            self.right.clear();
+            let per = 1usize << per_key_shift;
+            for (g, &(cwb, _)) in self.cwl.iter().enumerate() {
+                let nodes = &self.nodes[g * per..(g + 1) * per];
+                self.right.extend(nodes.iter().map(|&v| cwb & 0u128.wrapping_sub(v & 1)));
+            }
+            add_blocks_as_words(&self.left, &self.right, &mut self.words);
+        } else {
+            // Tiny domains (2^k < 128/BITS): one partial leaf block per key.
+            for (i, (wb, (&blk, &v))) in
+                self.words.chunks_exact_mut(used).zip(self.left.iter().zip(&self.nodes)).enumerate()
+            {
+                block_words(blk, wb);
+                let cw = &keys[i >> per_key_shift].cw_out;
+                let mask = W::mask(v & 1 == 1);
+                for (w, &c) in wb.iter_mut().zip(cw) {
+                    *w = w.wadd(c.band(mask));
+                }
+            }
+        }
+    }
+}
+
+/// Packs 128/BITS words little-endian into a block (inverse of [`block_words`]).
+#[inline]
+fn words_block<W: Word>(ws: &[W]) -> u128 {
+    ws.iter().enumerate().fold(0u128, |b, (i, w)| b | (w.to_u64() as u128) << (i as u32 * W::BITS))
+}
+
+/// `out` = word-wise sum of the little-endian words of blocks `a` and `b`
+/// (`out.len() == a.len()·128/BITS`).
+#[inline]
+fn add_blocks_as_words<W: Word>(a: &[u128], b: &[u128], out: &mut [W]) {
+    #[cfg(target_endian = "little")]
+    {
+        let wa: &[W] = bytemuck::cast_slice(a);
+        let wb: &[W] = bytemuck::cast_slice(b);
+        for ((o, &x), &y) in out.iter_mut().zip(wa).zip(wb) {
+            *o = x.wadd(y);
+        }
+    }
+    #[cfg(target_endian = "big")]
+    {
+        let per = (128 / W::BITS) as usize;
+        for ((ow, &x), &y) in out.chunks_exact_mut(per).zip(a).zip(b) {
+            for (i, o) in ow.iter_mut().enumerate() {
+                *o = crate::prg::word_of::<W>(x, i).wadd(crate::prg::word_of::<W>(y, i));
+            }
+        }
+    }
+}
+
+/// A key's root node (seed with the control bit in the LSB).
+#[inline]
+fn root<W: Word>(key: &DpfKey<W>) -> u128 {
+    (key.seed & !1) | key.t as u128
+}
+
+/// Both corrected children of `node` at `level` (nodes carry t in the LSB).
+#[inline]
+fn children<W: Word>(key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
+    let prg = Prg::fixed();
+    let s = node & !1;
+    let mut l = [s];
+    let mut r = [s];
+    prg.encrypt(0, &mut l);
+    prg.encrypt(1, &mut r);
+    let cw = key.cws[level as usize];
+    let mask = 0u128.wrapping_sub(node & 1);
+    (
+        l[0] ^ s ^ ((cw.seed | cw.t_l as u128) & mask),
+        r[0] ^ s ^ ((cw.seed | cw.t_r as u128) & mask),
+    )
+}
+
+fn check_key<W: Word>(key: &DpfKey<W>) {
+    assert!((1..=MAX_K).contains(&key.k), "dpf: key domain outside 1..=24");
+    let (_, d, used) = shape(key.k, W::BITS);
+    assert_eq!(key.cws.len(), d as usize, "dpf: key has the wrong number of levels");
+    assert_eq!(key.cw_out.len(), used, "dpf: key has the wrong output CW length");
+}
+
+/// Full-domain evaluation: the party's additive share (2^k words) of beta·e_alpha.
+///
+/// Preconditions (asserted): a well-formed key. Cost: about 3·2^k/E AES blocks and
+/// 2^k word operations (E = 128/BITS); parallel over subtrees for k >= 16.
+pub fn eval_full<W: Word>(key: &DpfKey<W>) -> Vec<W> {
+    check_key(key);
+    let mut out = vec![W::ZERO; 1usize << key.k];
+    full_rec(key, 0, root(key), &mut out);
+    if key.party == 1 {
+        out.iter_mut().for_each(|v| *v = v.wneg());
+    }
+    out
+}
+
+fn full_rec<W: Word>(key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
+    let d = key.cws.len() as u32;
+    if out.len() >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
+        let (l, r) = children(key, level, node);
+        let (lo, hi) = out.split_at_mut(out.len() / 2);
+        rayon::join(|| full_rec(key, level + 1, l, lo), || full_rec(key, level + 1, r, hi));
+    } else {
+        let mut ex = Expander::new();
+        ex.for_each_chunk(key, level, node, 0, &mut |j, ws: &[W]| {
+            out[j..j + ws.len()].copy_from_slice(ws)
+        });
+    }
+}
+
+/// Fused expand-and-dot: `Σ_j table[(x − j) mod 2^k] · u[j]` with u = eval_full(key),
+/// i.e. the party's share of table[x − alpha] (times beta). The expansion is never
+/// materialised (a few KB of scratch).
+///
+/// Preconditions (asserted): `table.len() == 2^key.k`; x is taken mod 2^k.
+/// Cost: 2^k (table reversal) + eval_full's AES work + 2^k multiply-adds, no 2^k buffer
+/// of leaves; use [`eval_dot_batch`] for many keys (one table reversal for all).
+pub fn eval_dot<W: Word>(key: &DpfKey<W>, table: &[W], x: u32) -> W {
+    eval_dot2(key, table, 0, key.k, 0, x)
+}
+
+/// [`eval_dot`] for many keys against one table: `out[i] = eval_dot(keys[i], table, xs[i])`.
+///
+/// Preconditions (asserted): `keys.len() == xs.len()`, all keys of the same k,
+/// `table.len() == 2^k`. Cost: keys.len() fused evaluations, parallel over keys; keys
+/// with small trees are expanded several at a time (longer AES batches).
+pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
+    let k = keys.first().map_or(0, |key| key.k);
+    let ys = vec![0u32; xs.len()];
+    eval_dot2_batch_impl(keys, table, 0, k, &ys, xs)
+}
+
+/// Two-input fused dot for a DPF on the joint domain kx + ky (point a·2^ky + b):
+/// `Σ_{a,b} table[((x − a) mod 2^kx)·2^ky + ((y − b) mod 2^ky)] · u[a·2^ky + b]`, each axis
+/// rotated independently.
+///
+/// Preconditions (asserted): `key.k == kx + ky`, `table.len() == 2^(kx+ky)`; x, y taken
+/// mod 2^kx, 2^ky. Cost: as [`eval_dot`] (one extra split per table row).
+pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32, y: u32) -> W {
+    check_key(key);
+    assert_eq!(key.k, kx + ky, "eval_dot2: key.k != kx + ky");
+    assert_eq!(table.len(), 1usize << key.k, "eval_dot2: table.len() != 2^k");
+    let rev = reverse_table2(table, kx, ky);
+    let r = dot_rec(key, &rev, kx, ky, x, y, 0, root(key), 0);
+    if key.party == 1 {
+        r.wneg()
+    } else {
+        r
+    }
+}
+
+/// [`eval_dot2`] for many keys against one table: `out[i] = eval_dot2(keys[i], table,
+/// kx, ky, xs[i], ys[i])`.
+///
+/// Preconditions (asserted): equal lengths of keys, xs, ys; every key on domain kx + ky;
+/// `table.len() == 2^(kx+ky)`. Cost: keys.len() fused evaluations, parallel over keys.
+pub fn eval_dot2_batch<W: Word>(
+    keys: &[DpfKey<W>],
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    xs: &[u32],
+    ys: &[u32],
+) -> Vec<W> {
+    eval_dot2_batch_impl(keys, table, kx, ky, xs, ys)
+}
+
+fn eval_dot2_batch_impl<W: Word>(
+    keys: &[DpfKey<W>],
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    xs: &[u32],
+    ys: &[u32],
+) -> Vec<W> {
+    assert_eq!(keys.len(), xs.len(), "eval_dot batch: keys and xs lengths differ");
+    assert_eq!(keys.len(), ys.len(), "eval_dot batch: keys and ys lengths differ");
+    let mut out = vec![W::ZERO; keys.len()];
+    if keys.is_empty() {
+        return out;
+    }
+    let k = kx + ky;
+    assert_eq!(table.len(), 1usize << k, "eval_dot batch: table.len() != 2^k");
+    for key in keys {
+        check_key(key);
+        assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
+    }
+    let rev = reverse_table2(table, kx, ky);
+    let d = keys[0].cws.len() as u32;
+    // Keys per group: whole small trees expanded together, up to 2^CHUNK_LEVELS leaves.
+    let group = 1usize << CHUNK_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
+    let span = 1usize << k;
+    let run = |ex: &mut Expander<W>, (o, (kg, (xg, yg))): (&mut [W], (&[DpfKey<W>], (&[u32], &[u32])))| {
+        if d <= CHUNK_LEVELS {
+            let roots: Vec<u128> = kg.iter().map(root).collect();
+            ex.expand(kg, &roots, 0);
+            for (g, ov) in o.iter_mut().enumerate() {
+                let ws = &ex.words[g * span..(g + 1) * span];
+                *ov = rotated_dot2(&rev, kx, ky, xg[g], yg[g], 0, ws);
+            }
+        } else {
+            for (ov, (key, (&x, &y))) in o.iter_mut().zip(kg.iter().zip(xg.iter().zip(yg))) {
+                let mut acc = W::ZERO;
+                ex.for_each_chunk(key, 0, root(key), 0, &mut |j, ws: &[W]| {
+                    acc = acc.wadd(rotated_dot2(&rev, kx, ky, x, y, j, ws));
+                });
+                *ov = acc;
+            }
+        }
+        for (ov, key) in o.iter_mut().zip(kg) {
+            if key.party == 1 {
+                *ov = ov.wneg();
+            }
+        }
+    };
+    let items = out
+        .chunks_mut(group)
+        .zip(keys.chunks(group).zip(xs.chunks(group).zip(ys.chunks(group))));
+    if keys.len() > group && (keys.len() << k) >= 1 << 14 {
+        let items: Vec<_> = items.collect();
+        items.into_par_iter().for_each_init(Expander::new, |ex, item| run(ex, item));
+    } else {
+        let mut ex = Expander::new();
+        items.for_each(|item| run(&mut ex, item));
+    }
+    out
+}
+
+/// Unsigned partial dot over the subtree of `node` at `level` (domain offset j0), split
+/// over threads for large subtrees.
+#[allow(clippy::too_many_arguments)]
+fn dot_rec<W: Word>(
+    key: &DpfKey<W>,
+    rev: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    level: u32,
+    node: u128,
+    j0: usize,
+) -> W {
+    let d = key.cws.len() as u32;
+    let span = 1usize << (key.k - level);
+    if span >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
+        let (l, r) = children(key, level, node);
+        let (a, b) = rayon::join(
+            || dot_rec(key, rev, kx, ky, x, y, level + 1, l, j0),
+            || dot_rec(key, rev, kx, ky, x, y, level + 1, r, j0 + span / 2),
+        );
+        a.wadd(b)
+    } else {
+        let mut acc = W::ZERO;
+        Expander::new().for_each_chunk(key, level, node, j0, &mut |j, ws: &[W]| {
+            acc = acc.wadd(rotated_dot2(rev, kx, ky, x, y, j, ws));
+        });
+        acc
+    }
+}
+
+/// Levels packed into one leaf block for domain 2^k over W: nu = min(k, log2(128/BITS)).
+pub fn leaf_levels<W: Word>(k: u32) -> u32 {
+    shape(k, W::BITS).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lut::onehot_dot;
+    use crate::testutil::rand_words;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn edge_or_random<W: Word>(rng: &mut ChaCha8Rng, i: usize) -> W {
+        match i % 5 {
+            0 => W::ONE,
+            1 => W::ZERO.wsub(W::ONE),
+            2 => W::ONE.shl(W::BITS - 1),
+            _ => W::from_u64(rng.gen()),
+        }
+    }
+
+    fn check_correctness<W: Word>(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut ks: Vec<u32> = (1..=12).collect();
+        ks.push(16);
+        for (i, &k) in ks.iter().enumerate() {
+            let size = 1usize << k;
+            for rep in 0..3 {
+                let alpha = match rep {
+                    0 => 0,
+                    1 => (size - 1) as u32,
+                    _ => rng.gen_range(0..size as u32),
+                };
+                let beta: W = edge_or_random(&mut rng, i + rep);
+                let (k0, k1) = gen(k, alpha, beta, &mut rng);
+                let u0 = eval_full(&k0);
+                let u1 = eval_full(&k1);
+                for j in 0..size {
+                    let want = if j == alpha as usize { beta } else { W::ZERO };
+                    assert_eq!(u0[j].wadd(u1[j]), want, "k={k} alpha={alpha} j={j}");
+                }
+                // Single keys look random: off-point values are not all zero and the
+                // parties' values differ.
+                if size > 2 {
+                    assert!(u0.iter().enumerate().any(|(j, &v)| j != alpha as usize && v != W::ZERO));
+                    assert!(u0.iter().zip(&u1).filter(|(a, b)| a != b).count() >= size / 2);
+                }
+                // Fused dot vs onehot_dot of the reconstructed vector and of each share.
+                let table = rand_words::<W>(&mut rng, size);
+                let x = rng.gen_range(0..size as u32);
+                let u: Vec<W> = u0.iter().zip(&u1).map(|(a, b)| a.wadd(*b)).collect();
+                let want = onehot_dot(&table, k, &[x], &u)[0];
+                let d0 = eval_dot(&k0, &table, x);
+                let d1 = eval_dot(&k1, &table, x);
+                assert_eq!(d0, onehot_dot(&table, k, &[x], &u0)[0], "k={k}");
+                assert_eq!(d1, onehot_dot(&table, k, &[x], &u1)[0], "k={k}");
+                assert_eq!(d0.wadd(d1), want);
+                assert_eq!(want, table[(x as usize + size - alpha as usize) % size].wmul(beta));
+                // Serialisation round trip.
+                for key in [&k0, &k1] {
+                    let mut buf = vec![0xAA];
+                    key.write_to(&mut buf);
+                    buf.push(0x55);
+                    assert_eq!(buf.len(), key_bytes(k, W::BITS) + 2);
+                    let (back, used) = DpfKey::<W>::read_from(k, &buf[1..]).unwrap();
+                    assert_eq!(used, key_bytes(k, W::BITS));
+                    assert_eq!(&back, key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dpf_correct_u16() {
+        check_correctness::<u16>(31);
+    }
+    #[test]
+    fn dpf_correct_u32() {
+        check_correctness::<u32>(32);
+    }
+    #[test]
+    fn dpf_correct_u64() {
+        check_correctness::<u64>(33);
+    }
+
+    #[test]
+    fn dpf_k20_full_and_dot() {
+        let mut rng = ChaCha8Rng::seed_from_u64(34);
+        let k = 20;
+        let alpha = rng.gen_range(0..1u32 << k);
+        let beta = 0xdead_beefu32;
+        let (k0, k1) = gen(k, alpha, beta, &mut rng);
+        let u0 = eval_full(&k0);
+        let u1 = eval_full(&k1);
+        let mut nonzero = 0;
+        for j in 0..1usize << k {
+            let s = u0[j].wrapping_add(u1[j]);
+            if j == alpha as usize {
+                assert_eq!(s, beta);
+            } else {
+                nonzero += (s != 0) as usize;
+            }
+        }
+        assert_eq!(nonzero, 0);
+        let table = rand_words::<u32>(&mut rng, 1 << k);
+        let x: u32 = rng.gen_range(0..1 << k);
+        let got = eval_dot(&k0, &table, x).wrapping_add(eval_dot(&k1, &table, x));
+        let want = table[(x.wrapping_sub(alpha) & ((1 << k) - 1)) as usize].wrapping_mul(beta);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn batch_gen_and_dot() {
+        let mut rng = ChaCha8Rng::seed_from_u64(35);
+        for &k in &[3u32, 8, 12] {
+            let size = 1usize << k;
+            let n = 600; // more than two GEN_CHUNKs
+            let alphas: Vec<u32> = (0..n).map(|_| rng.gen_range(0..size as u32)).collect();
+            let beta = 3u64;
+            let seed = [9u8; 32];
+            let (a0, a1) = gen_batch::<u64>(k, &alphas, beta, seed);
+            let (b0, _) = gen_batch::<u64>(k, &alphas, beta, seed);
+            assert_eq!(a0, b0, "gen_batch is deterministic");
+            assert_ne!(a0, gen_batch::<u64>(k, &alphas, beta, [8u8; 32]).0);
+            let table = rand_words::<u64>(&mut rng, size);
+            let xs: Vec<u32> = (0..n).map(|_| rng.gen_range(0..size as u32)).collect();
+            let d0 = eval_dot_batch(&a0, &table, &xs);
+            let d1 = eval_dot_batch(&a1, &table, &xs);
+            for i in 0..n {
+                let want = table[(xs[i] as usize + size - alphas[i] as usize) % size].wrapping_mul(beta);
+                assert_eq!(d0[i].wrapping_add(d1[i]), want, "k={k} i={i}");
+                if i % 100 == 0 {
+                    assert_eq!(d0[i], eval_dot(&a0[i], &table, xs[i]));
+                }
+            }
+        }
+    }
+
+    fn check_dot2<W: Word>(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for &(kx, ky) in &[(0u32, 5u32), (5, 0), (1, 1), (1, 2), (3, 4), (6, 6), (2, 9)] {
+            let (nx, ny) = (1usize << kx, 1usize << ky);
+            let k = kx + ky;
+            let (rx, ry) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
+            let beta: W = W::from_u64(rng.gen());
+            let alpha = (rx << ky) | ry;
+            let table = rand_words::<W>(&mut rng, nx * ny);
+            let mut keys = (Vec::new(), Vec::new());
+            let mut xs = Vec::new();
+            let mut ys = Vec::new();
+            for _ in 0..5 {
+                let (k0, k1) = gen(k, alpha, beta, &mut rng);
+                let (x, y) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
+                let (xh, yh) = ((x + rx) % nx as u32, (y + ry) % ny as u32);
+                let r = eval_dot2(&k0, &table, kx, ky, xh, yh).wadd(eval_dot2(&k1, &table, kx, ky, xh, yh));
+                // Per-axis rotation: the masked pair reads T[x, y].
+                assert_eq!(r, table[x as usize * ny + y as usize].wmul(beta), "kx={kx} ky={ky}");
+                // Against the naive double sum over eval_full.
+                let u0 = eval_full(&k0);
+                let mut naive = W::ZERO;
+                for a in 0..nx {
+                    for b in 0..ny {
+                        let t = table[((xh as usize + nx - a) % nx) * ny + (yh as usize + ny - b) % ny];
+                        naive = naive.wadd(t.wmul(u0[a * ny + b]));
+                    }
+                }
+                assert_eq!(eval_dot2(&k0, &table, kx, ky, xh, yh), naive);
+                keys.0.push(k0);
+                keys.1.push(k1);
+                xs.push(xh);
+                ys.push(yh);
+            }
+            let b0 = eval_dot2_batch(&keys.0, &table, kx, ky, &xs, &ys);
+            let b1 = eval_dot2_batch(&keys.1, &table, kx, ky, &xs, &ys);
+            for i in 0..xs.len() {
+                assert_eq!(b0[i], eval_dot2(&keys.0[i], &table, kx, ky, xs[i], ys[i]));
+                assert_eq!(b1[i], eval_dot2(&keys.1[i], &table, kx, ky, xs[i], ys[i]));
+            }
+        }
+    }
+
+    #[test]
+    fn dpf_dot2_u16() {
+        check_dot2::<u16>(36);
+    }
+    #[test]
+    fn dpf_dot2_u32() {
+        check_dot2::<u32>(37);
+    }
+    #[test]
+    fn dpf_dot2_u64() {
+        check_dot2::<u64>(38);
+    }
+
+    #[test]
+    fn key_size_formula() {
+        // k = 12 over Z/2^32: 10 levels, 196 bytes (about 1.6 kbit).
+        assert_eq!(key_bytes(12, 32), 1 + 16 + 160 + 3 + 16);
+        assert_eq!(key_bytes(1, 32), 1 + 16 + 8);
+        assert_eq!(key_bytes(3, 16), 1 + 16 + 16);
+        assert_eq!(key_bytes(4, 16), 1 + 16 + 16 + 1 + 16);
+        assert_eq!(key_bytes(24, 64), 1 + 16 + 23 * 16 + 6 + 16);
+        for k in 1..=MAX_K {
+            for bits in [16u32, 32, 64] {
+                let nu = k.min((128 / bits).trailing_zeros());
+                let d = (k - nu) as f64;
+                let approx = (d * 130.0 + 128.0 + ((1u32 << nu) * bits) as f64) / 8.0;
+                assert!((key_bytes(k, bits) as f64 - approx).abs() <= 2.0);
+            }
+        }
+    }
+
+    #[test]
+    fn read_from_rejects_bad_input() {
+        let mut rng = ChaCha8Rng::seed_from_u64(39);
+        for &k in &[1u32, 2, 5, 8, 12, 24] {
+            let (k0, k1) = gen::<u32, _>(k, 1, 5, &mut rng);
+            let mut buf = Vec::new();
+            k0.write_to(&mut buf);
+            for cut in [0, 1, 16, buf.len() / 2, buf.len() - 1] {
+                assert!(matches!(
+                    DpfKey::<u32>::read_from(k, &buf[..cut]),
+                    Err(DpfError::Truncated { .. })
+                ));
+            }
+            assert!(DpfKey::<u32>::read_from(k, &buf).is_ok());
+            // Reading with the wrong k either fails or yields a different key.
+            assert!(matches!(DpfKey::<u32>::read_from(0, &buf), Err(DpfError::BadDomain(0))));
+            assert!(matches!(DpfKey::<u32>::read_from(25, &buf), Err(DpfError::BadDomain(25))));
+            // Corrupted header / seed LSB.
+            let mut bad = buf.clone();
+            bad[0] = 0x7;
+            assert!(matches!(DpfKey::<u32>::read_from(k, &bad), Err(DpfError::BadHeader(7))));
+            let mut bad = buf.clone();
+            bad[0] = 0x1; // party 1 with control bit 0
+            assert!(DpfKey::<u32>::read_from(k, &bad).is_err());
+            let mut bad = buf.clone();
+            bad[1] |= 1;
+            assert!(matches!(DpfKey::<u32>::read_from(k, &bad), Err(DpfError::NonCanonical(_))));
+            // Party 1's key round-trips too.
+            let mut b1 = Vec::new();
+            k1.write_to(&mut b1);
+            assert_eq!(DpfKey::<u32>::read_from(k, &b1).unwrap().0, k1);
+            // Random bytes: with this seed, every attempt is rejected.
+            for _ in 0..50 {
+                let len = rng.gen_range(0..2 * buf.len());
+                let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                assert!(DpfKey::<u32>::read_from(k, &junk).is_err());
+            }
+        }
+        // Errors display.
+        let e = DpfKey::<u16>::read_from(3, &[]).unwrap_err();
+        assert!(e.to_string().contains("truncated"));
+        let _: &dyn std::error::Error = &e;
+    }
+}

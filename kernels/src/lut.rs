@@ -1,0 +1,370 @@
+//! Lookup-table kernels: gathers from per-lookup rotated tables (rotated-table mode),
+//! one-hot dot products against a public table (DPF mode, and one-hot shares), and the
+//! table rotations the dealer uses to build rotated tables.
+//!
+//! The dot `Σ_j T[(x − j) mod 2^k] · u[j]` walks T backwards. Instead of a reversed
+//! (shuffle-heavy) loop per lookup, the table is reversed once, `R[m] = T[(−m) mod 2^k]`,
+//! so `T[(x − j) mod 2^k] = R[(j − x) mod 2^k]` and each lookup is two contiguous forward
+//! dot products (split at j = x) that vectorise. Two-input tables use the same trick per
+//! axis (independent rotations), one row segment at a time.
+
+use crate::word::Word;
+use rayon::prelude::*;
+
+/// Lookups per parallel task in the gathers and dots.
+const PAR_CHUNK: usize = 1 << 12;
+
+/// Per-lookup gather: `out[i] = tables[i·2^k + idx[i]]`.
+///
+/// Preconditions (asserted): `tables.len() == idx.len()·2^k`, every `idx[i] < 2^k`.
+/// Cost: idx.len() random reads (memory-bound), parallel for large batches.
+pub fn gather<W: Word>(tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
+    let size = 1usize << k;
+    assert_eq!(tables.len(), idx.len() << k, "gather: tables.len() != idx.len()·2^k");
+    let mut out = vec![W::ZERO; idx.len()];
+    let run = |(c, o): (usize, &mut [W])| {
+        let base = c * PAR_CHUNK;
+        for (t, (ov, &ix)) in o.iter_mut().zip(&idx[base..]).enumerate() {
+            assert!((ix as usize) < size, "gather: index out of range");
+            *ov = tables[((base + t) << k) + ix as usize];
+        }
+    };
+    if idx.len() > 2 * PAR_CHUNK {
+        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    }
+    out
+}
+
+/// Per-lookup 2-D gather: `out[i] = tables[i·2^(kx+ky) + ix[i]·2^ky + iy[i]]`.
+///
+/// Preconditions (asserted): `ix.len() == iy.len()`, `tables.len() == ix.len()·2^(kx+ky)`,
+/// `ix[i] < 2^kx`, `iy[i] < 2^ky`. Cost: as [`gather`].
+pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) -> Vec<W> {
+    assert_eq!(ix.len(), iy.len(), "gather2: ix and iy lengths differ");
+    let k = kx + ky;
+    assert_eq!(tables.len(), ix.len() << k, "gather2: tables.len() != n·2^(kx+ky)");
+    let mut out = vec![W::ZERO; ix.len()];
+    let run = |(c, o): (usize, &mut [W])| {
+        let base = c * PAR_CHUNK;
+        for (t, ov) in o.iter_mut().enumerate() {
+            let (a, b) = (ix[base + t] as usize, iy[base + t] as usize);
+            assert!(a >> kx == 0 && b >> ky == 0, "gather2: index out of range");
+            *ov = tables[((base + t) << k) + (a << ky) + b];
+        }
+    };
+    if ix.len() > 2 * PAR_CHUNK {
+        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    }
+    out
+}
+
+/// One public table against per-lookup vectors:
+/// `out[i] = Σ_j table[(idx[i] − j) mod 2^k] · u[i·2^k + j]` (mod 2^BITS).
+/// With u the shares of a one-hot vector at r and idx = x + r, this is a share of
+/// `table[x]`.
+///
+/// Preconditions (asserted): `table.len() == 2^k`, `u.len() == idx.len()·2^k`; indices
+/// are taken mod 2^k. Cost: 2^k (table reversal, once) + idx.len()·2^k vectorised
+/// multiply-adds, parallel over lookups.
+pub fn onehot_dot<W: Word>(table: &[W], k: u32, idx: &[u32], u: &[W]) -> Vec<W> {
+    assert_eq!(table.len(), 1usize << k, "onehot_dot: table.len() != 2^k");
+    assert_eq!(u.len(), idx.len() << k, "onehot_dot: u.len() != idx.len()·2^k");
+    let rev = reverse_table2(table, 0, k);
+    let size = 1usize << k;
+    let mut out = vec![W::ZERO; idx.len()];
+    if idx.len() * size >= 1 << 16 && idx.len() > 1 {
+        out.par_iter_mut()
+            .zip(idx.par_iter().zip(u.par_chunks(size)))
+            .for_each(|(o, (&x, ur))| *o = rotated_dot2(&rev, 0, k, 0, x, 0, ur));
+    } else {
+        for ((o, &x), ur) in out.iter_mut().zip(idx).zip(u.chunks(size)) {
+            *o = rotated_dot2(&rev, 0, k, 0, x, 0, ur);
+        }
+    }
+    out
+}
+
+/// Rotates a table: `out[i] = table[(i − rho) mod 2^k]` (rho taken mod 2^k).
+///
+/// Preconditions (asserted): `table.len() == out.len() == 2^k`. Cost: 2^k copies (two
+/// memcpys).
+pub fn rotate_table<W: Word>(table: &[W], k: u32, rho: u32, out: &mut [W]) {
+    let size = 1usize << k;
+    assert_eq!(table.len(), size, "rotate_table: table.len() != 2^k");
+    assert_eq!(out.len(), size, "rotate_table: out.len() != 2^k");
+    rotate_row(table, rho as usize & (size - 1), out);
+}
+
+/// Rotates a 2-D table (2^kx rows of 2^ky) independently per axis:
+/// `out[a·2^ky + b] = table[((a − rx) mod 2^kx)·2^ky + ((b − ry) mod 2^ky)]`
+/// (rx, ry taken mod 2^kx, 2^ky).
+///
+/// Preconditions (asserted): `table.len() == out.len() == 2^(kx+ky)`.
+/// Cost: 2^(kx+ky) copies (two memcpys per row).
+pub fn rotate_table2<W: Word>(table: &[W], kx: u32, ky: u32, rx: u32, ry: u32, out: &mut [W]) {
+    let size = 1usize << (kx + ky);
+    assert_eq!(table.len(), size, "rotate_table2: table.len() != 2^(kx+ky)");
+    assert_eq!(out.len(), size, "rotate_table2: out.len() != 2^(kx+ky)");
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    let (rx, ry) = (rx as usize & (nx - 1), ry as usize & (ny - 1));
+    for (a, orow) in out.chunks_exact_mut(ny).enumerate() {
+        let src = (a + nx - rx) & (nx - 1);
+        rotate_row(&table[src * ny..(src + 1) * ny], ry, orow);
+    }
+}
+
+/// `out[i] = row[(i − r) mod len]` for r < len.
+#[inline]
+fn rotate_row<W: Copy>(row: &[W], r: usize, out: &mut [W]) {
+    let n = row.len();
+    out[r..].copy_from_slice(&row[..n - r]);
+    out[..r].copy_from_slice(&row[n - r..]);
+}
+
+/// The per-axis reversal `R[m1·2^ky + m2] = T[((−m1) mod 2^kx)·2^ky + ((−m2) mod 2^ky)]`,
+/// so that `T[((x − a) mod)·2^ky + ((y − b) mod)] = R[((a − x) mod)·2^ky + ((b − y) mod)]`.
+/// Cost: 2^(kx+ky) copies.
+pub(crate) fn reverse_table2<W: Word>(table: &[W], kx: u32, ky: u32) -> Vec<W> {
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    debug_assert_eq!(table.len(), nx * ny);
+    let mut rev = vec![W::ZERO; nx * ny];
+    for (m1, rrow) in rev.chunks_exact_mut(ny).enumerate() {
+        let src = &table[((nx - m1) & (nx - 1)) * ny..][..ny];
+        rrow[0] = src[0];
+        for (r, &s) in rrow[1..].iter_mut().zip(src[1..].iter().rev()) {
+            *r = s;
+        }
+    }
+    rev
+}
+
+simd_dispatch! {
+    /// `Σ_i vals[i] · rev[((a − x) mod 2^kx)·2^ky + ((b − y) mod 2^ky)]` where
+    /// `j0 + i = a·2^ky + b`: a segment of a (2-D) rotated one-hot dot product, with `rev`
+    /// from [`reverse_table2`]. Cost: vals.len() multiply-adds in contiguous runs (one
+    /// split per table row at b = y).
+    pub(crate) fn rotated_dot2<W: Word>(
+        rev: &[W],
+        kx: u32,
+        ky: u32,
+        x: u32,
+        y: u32,
+        j0: usize,
+        vals: &[W],
+    ) -> W => rotated_dot2_body
+}
+
+#[inline(always)]
+fn rotated_dot2_body<W: Word>(
+    rev: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    let (x, y) = (x as usize & (nx - 1), y as usize & (ny - 1));
+    let mut acc = W::ZERO;
+    let mut j = j0;
+    let end = j0 + vals.len();
+    while j < end {
+        let a = j >> ky;
+        let b = j & (ny - 1);
+        let row_end = end.min((a + 1) << ky);
+        let b_end = b + (row_end - j);
+        let rrow = &rev[((a + nx - x) & (nx - 1)) * ny..][..ny];
+        let v = &vals[j - j0..row_end - j0];
+        if b < y {
+            // b' in [b, min(b_end, y)): rev index b' − y + ny.
+            let e = b_end.min(y);
+            acc = acc.wadd(dot(&v[..e - b], &rrow[b + ny - y..e + ny - y]));
+            if b_end > y {
+                acc = acc.wadd(dot(&v[y - b..], &rrow[..b_end - y]));
+            }
+        } else {
+            acc = acc.wadd(dot(v, &rrow[b - y..b_end - y]));
+        }
+        j = row_end;
+    }
+    acc
+}
+
+/// Wrapping dot product with 16 independent accumulators (vectorises).
+#[inline(always)]
+pub(crate) fn dot<W: Word>(a: &[W], b: &[W]) -> W {
+    debug_assert_eq!(a.len(), b.len());
+    const L: usize = 16;
+    let mut acc = [W::ZERO; L];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] = acc[i].wadd(x[i].wmul(y[i]));
+        }
+    }
+    let mut s = W::ZERO;
+    for (&x, &y) in ra.iter().zip(rb) {
+        s = s.wadd(x.wmul(y));
+    }
+    acc.iter().fold(s, |t, &v| t.wadd(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::rand_words;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn check_all<W: Word>(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for k in [0u32, 1, 2, 3, 5, 6, 7, 9] {
+            let size = 1usize << k;
+            for n in [0usize, 1, 3, 17, 63, 65, 130] {
+                let tables = rand_words::<W>(&mut rng, n * size);
+                let idx: Vec<u32> = (0..n).map(|_| rng.gen_range(0..size as u32)).collect();
+                let g = gather(&tables, k, &idx);
+                for i in 0..n {
+                    assert_eq!(g[i], tables[i * size + idx[i] as usize]);
+                }
+                // onehot_dot against the naive formula.
+                let table = rand_words::<W>(&mut rng, size);
+                let u = rand_words::<W>(&mut rng, n * size);
+                let d = onehot_dot(&table, k, &idx, &u);
+                for i in 0..n {
+                    let mut s = W::ZERO;
+                    for j in 0..size {
+                        let t = table[(idx[i] as usize + size - j) % size];
+                        s = s.wadd(t.wmul(u[i * size + j]));
+                    }
+                    assert_eq!(d[i], s, "k={k} n={n} i={i}");
+                }
+            }
+            // Rotation, and onehot_dot of a one-hot vector at r reads T[x − r].
+            let table = rand_words::<W>(&mut rng, size);
+            let rho = rng.gen_range(0..size as u32);
+            let mut out = vec![W::ZERO; size];
+            rotate_table(&table, k, rho, &mut out);
+            for i in 0..size {
+                assert_eq!(out[i], table[(i + size - rho as usize) % size]);
+            }
+            let x = rng.gen_range(0..size as u32);
+            let mut u = vec![W::ZERO; size];
+            u[rho as usize] = W::ONE;
+            let xh = (x + rho) % size as u32;
+            assert_eq!(onehot_dot(&table, k, &[xh], &u)[0], table[x as usize]);
+            assert_eq!(gather(&out, k, &[xh])[0], table[x as usize]);
+        }
+    }
+
+    fn check_2d<W: Word>(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for (kx, ky) in [(0u32, 3u32), (3, 0), (1, 1), (2, 5), (4, 3), (5, 6)] {
+            let (nx, ny) = (1usize << kx, 1usize << ky);
+            let table = rand_words::<W>(&mut rng, nx * ny);
+            let (rx, ry) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
+            let mut out = vec![W::ZERO; nx * ny];
+            rotate_table2(&table, kx, ky, rx, ry, &mut out);
+            for a in 0..nx {
+                for b in 0..ny {
+                    let src = ((a + nx - rx as usize) % nx) * ny + (b + ny - ry as usize) % ny;
+                    assert_eq!(out[a * ny + b], table[src]);
+                }
+            }
+            // Masked indices read the unrotated table at (x, y).
+            for _ in 0..20 {
+                let (x, y) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
+                let xh = (x + rx) % nx as u32;
+                let yh = (y + ry) % ny as u32;
+                let g = gather2(&out, kx, ky, &[xh], &[yh]);
+                assert_eq!(g[0], table[x as usize * ny + y as usize]);
+            }
+            // 2-D rotated dot (used by the DPF) against the naive sum, on random segments.
+            let rev = reverse_table2(&table, kx, ky);
+            let u = rand_words::<W>(&mut rng, nx * ny);
+            let (x, y) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
+            let term = |j: usize| {
+                let (a, b) = (j / ny, j % ny);
+                let t = table[((x as usize + nx - a) % nx) * ny + (y as usize + ny - b) % ny];
+                t.wmul(u[j])
+            };
+            for _ in 0..10 {
+                let j0 = rng.gen_range(0..nx * ny);
+                let j1 = rng.gen_range(j0..=nx * ny);
+                let want = (j0..j1).fold(W::ZERO, |s, j| s.wadd(term(j)));
+                let got = rotated_dot2(&rev, kx, ky, x, y, j0, &u[j0..j1]);
+                assert_eq!(got, want, "kx={kx} ky={ky} [{j0},{j1})");
+            }
+            // gather2 on several lookups.
+            let n = 17;
+            let tables = rand_words::<W>(&mut rng, n * nx * ny);
+            let ix: Vec<u32> = (0..n).map(|_| rng.gen_range(0..nx as u32)).collect();
+            let iy: Vec<u32> = (0..n).map(|_| rng.gen_range(0..ny as u32)).collect();
+            let g = gather2(&tables, kx, ky, &ix, &iy);
+            for i in 0..n {
+                assert_eq!(g[i], tables[i * nx * ny + ix[i] as usize * ny + iy[i] as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn lut_u16() {
+        check_all::<u16>(11);
+        check_2d::<u16>(12);
+    }
+    #[test]
+    fn lut_u32() {
+        check_all::<u32>(13);
+        check_2d::<u32>(14);
+    }
+    #[test]
+    fn lut_u64() {
+        check_all::<u64>(15);
+        check_2d::<u64>(16);
+    }
+
+    #[test]
+    fn large_batch_parallel_paths() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let k = 4;
+        let n = 3 * PAR_CHUNK + 5;
+        let tables = rand_words::<u32>(&mut rng, n << k);
+        let idx: Vec<u32> = (0..n).map(|_| rng.gen_range(0..16)).collect();
+        let g = gather(&tables, k, &idx);
+        let g2 = gather2(&tables, 1, 3, &idx.iter().map(|v| v >> 3).collect::<Vec<_>>(), &idx.iter().map(|v| v & 7).collect::<Vec<_>>());
+        assert_eq!(g, g2);
+        for i in 0..n {
+            assert_eq!(g[i], tables[(i << k) + idx[i] as usize]);
+        }
+        let table = rand_words::<u32>(&mut rng, 16);
+        let d = onehot_dot(&table, k, &idx, &tables);
+        for i in (0..n).step_by(97) {
+            let want = (0..16).fold(0u32, |s, j| {
+                s.wrapping_add(table[(idx[i] as usize + 16 - j) % 16].wrapping_mul(tables[i * 16 + j]))
+            });
+            assert_eq!(d[i], want);
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn gather_index_out_of_range_panics() {
+        gather(&[0u16; 8], 2, &[1, 4]);
+    }
+
+    #[test]
+    fn dot_edge_values() {
+        let a = vec![u64::MAX; 33];
+        let b = vec![u64::MAX; 33];
+        assert_eq!(dot(&a, &b), 33);
+        let a = vec![0x8000u16; 31];
+        assert_eq!(dot(&a, &vec![3u16; 31]), 0x8000);
+    }
+}

@@ -1,0 +1,452 @@
+//! Ring matrix products C = A·B mod 2^BITS (row-major), and a blocked transpose.
+//!
+//! Layout follows the GotoBLAS scheme, because it is what lets plain Rust reach vector
+//! throughput: B is packed into KC×NR column panels and A into MR×KC row panels, so the
+//! micro-kernel streams two contiguous buffers and keeps an MR×NR accumulator tile in
+//! registers (MR = 4 rows; NR = 64 bytes of words: 32 u16, 16 u32, 8 u64). Wrapping
+//! arithmetic is associative, so any summation order gives the exact ring result.
+//! Row blocks of C are distributed over rayon threads; small products run sequentially
+//! on a simple row-axpy loop.
+
+use crate::word::Word;
+use rayon::prelude::*;
+
+/// Depth of a packed panel (entries of k per pass); KC·NR words of B stay in L1.
+const KC: usize = 256;
+/// Rows of C per parallel task (upper bound).
+const MC: usize = 64;
+/// Bytes of B per packed block (KC × NC words), sized for L2.
+const NC_BYTES: usize = 256 * 1024;
+/// Products with m·k·n below this run on the simple sequential loop.
+const SMALL: usize = 1 << 15;
+/// Products with m·k·n below this are not split over threads.
+const PAR_MIN: usize = 1 << 18;
+
+/// C = A·B mod 2^BITS for row-major A (m×k) and B (k×n); returns C (m×n, row-major).
+///
+/// Cost: m·k·n multiply-adds (vectorised, parallel over row blocks of C), plus packing
+/// of O(m·k + k·n). Panics if `a.len() != m*k` or `b.len() != k*n`.
+pub fn matmul<W: Word>(a: &[W], b: &[W], m: usize, k: usize, n: usize) -> Vec<W> {
+    let mut c = vec![W::ZERO; m * n];
+    matmul_into(a, b, &mut c, m, k, n, false);
+    c
+}
+
+/// C = A·B (or C += A·B when `accumulate`) mod 2^BITS, all row-major: A m×k, B k×n,
+/// C m×n.
+///
+/// Cost: as [`matmul`]; no allocation besides packing buffers. Panics on a length that
+/// does not match the shape.
+pub fn matmul_into<W: Word>(
+    a: &[W],
+    b: &[W],
+    c: &mut [W],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    gemm(a, b, c, m, k, n, accumulate, true);
+}
+
+/// A batch of independent products: for each t < batch, C_t = A_t·B_t with A_t the
+/// t-th m×k block of `a`, B_t the t-th k×n block of `b` (contiguous, row-major);
+/// returns the batch·m×n results contiguously.
+///
+/// Cost: batch·m·k·n multiply-adds; parallel over the batch when each product is small,
+/// inside each product otherwise. Panics on mismatched lengths.
+pub fn matmul_batched<W: Word>(
+    a: &[W],
+    b: &[W],
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<W> {
+    assert_eq!(a.len(), batch * m * k, "matmul_batched: a has the wrong length");
+    assert_eq!(b.len(), batch * k * n, "matmul_batched: b has the wrong length");
+    let mut c = vec![W::ZERO; batch * m * n];
+    if m * n == 0 {
+        return c;
+    }
+    let work = m * k * n;
+    if batch > 1 && work < PAR_MIN * 4 && batch * work >= PAR_MIN {
+        c.par_chunks_mut(m * n).enumerate().for_each(|(t, ct)| {
+            let at = &a[t * m * k..(t + 1) * m * k];
+            let bt = &b[t * k * n..(t + 1) * k * n];
+            gemm(at, bt, ct, m, k, n, false, false);
+        });
+    } else {
+        for (t, ct) in c.chunks_mut(m * n).enumerate() {
+            let at = &a[t * m * k..(t + 1) * m * k];
+            let bt = &b[t * k * n..(t + 1) * k * n];
+            gemm(at, bt, ct, m, k, n, false, true);
+        }
+    }
+    c
+}
+
+/// Transpose of a row-major `rows × cols` matrix (returns `cols × rows`, row-major).
+///
+/// Cost: rows·cols copies in 32×32 tiles, so reads and writes both stay within a few
+/// cache lines per tile (memory-bound; sequential). Panics if `a.len() != rows*cols`.
+pub fn transpose<W: Copy>(a: &[W], rows: usize, cols: usize) -> Vec<W> {
+    assert_eq!(a.len(), rows * cols, "transpose: wrong length");
+    if a.is_empty() {
+        return Vec::new();
+    }
+    // Fill with a valid value first (no Default bound needed), then overwrite.
+    let mut out = vec![a[0]; rows * cols];
+    const T: usize = 32;
+    for j0 in (0..cols).step_by(T) {
+        let j1 = (j0 + T).min(cols);
+        for i0 in (0..rows).step_by(T) {
+            let i1 = (i0 + T).min(rows);
+            for j in j0..j1 {
+                let orow = &mut out[j * rows + i0..j * rows + i1];
+                for (o, i) in orow.iter_mut().zip(i0..i1) {
+                    *o = a[i * cols + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Shared driver: validates, zeroes when not accumulating, picks the path.
+#[allow(clippy::too_many_arguments)]
+fn gemm<W: Word>(
+    a: &[W],
+    b: &[W],
+    c: &mut [W],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert_eq!(a.len(), m * k, "matmul: a has the wrong length");
+    assert_eq!(b.len(), k * n, "matmul: b has the wrong length");
+    assert_eq!(c.len(), m * n, "matmul: c has the wrong length");
+    if !accumulate {
+        c.fill(W::ZERO);
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let work = m * k * n;
+    if work < SMALL {
+        small_gemm(a, b, c, k, n);
+        return;
+    }
+    let nr = nr_of::<W>();
+    let nc = ((NC_BYTES / std::mem::size_of::<W>() / KC) / nr).max(1) * nr;
+    let parallel = parallel && work >= PAR_MIN && rayon::current_num_threads() > 1;
+    let mc = if parallel {
+        let per = m.div_ceil(2 * rayon::current_num_threads());
+        per.div_ceil(MR) * MR
+    } else {
+        MC
+    }
+    .clamp(MR, MC);
+    let mut bpack: Vec<W> = Vec::new();
+    for jc in (0..n).step_by(nc) {
+        let ncb = nc.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(b, n, pc, kc, jc, ncb, nr, &mut bpack);
+            let bp = &bpack[..];
+            let task = |apack: &mut Vec<W>, (blk, cblk): (usize, &mut [W])| {
+                let ic = blk * mc;
+                let mcb = cblk.len() / n;
+                pack_a(a, k, ic, mcb, pc, kc, apack);
+                block_kernel::<W>(apack, bp, cblk, n, jc, ncb, kc, mcb);
+            };
+            if parallel {
+                c.par_chunks_mut(mc * n)
+                    .enumerate()
+                    .for_each_init(Vec::new, task);
+            } else {
+                let mut apack = Vec::new();
+                for item in c.chunks_mut(mc * n).enumerate() {
+                    task(&mut apack, item);
+                }
+            }
+        }
+    }
+}
+
+/// Rows per micro-tile.
+const MR: usize = 4;
+
+/// Columns per micro-tile: 64 bytes of words.
+fn nr_of<W: Word>() -> usize {
+    match W::BITS {
+        16 => 32,
+        32 => 16,
+        _ => NR64,
+    }
+}
+const NR64: usize = 4;
+
+/// Row-axpy loop for small products: C[i,:] += A[i,kk] · B[kk,:].
+fn small_gemm<W: Word>(a: &[W], b: &[W], c: &mut [W], k: usize, n: usize) {
+    for (ci, ai) in c.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+        for (&aik, bk) in ai.iter().zip(b.chunks_exact(n)) {
+            for (cv, &bv) in ci.iter_mut().zip(bk) {
+                *cv = cv.wadd(aik.wmul(bv));
+            }
+        }
+    }
+}
+
+/// Packs B[pc..pc+kc, jc..jc+ncb] into panels of `nr` columns: panel p holds
+/// `kc` rows of `nr` words (zero-padded past column ncb).
+#[allow(clippy::too_many_arguments)]
+fn pack_b<W: Word>(
+    b: &[W],
+    n: usize,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    ncb: usize,
+    nr: usize,
+    out: &mut Vec<W>,
+) {
+    let panels = ncb.div_ceil(nr);
+    out.clear();
+    out.resize(panels * kc * nr, W::ZERO);
+    for (p, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+        let j0 = jc + p * nr;
+        let w = nr.min(jc + ncb - j0);
+        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let src = &b[(pc + kk) * n + j0..][..w];
+            dst[..w].copy_from_slice(src);
+        }
+    }
+}
+
+/// Packs A[ic..ic+mcb, pc..pc+kc] into panels of MR rows: panel q holds `kc` groups of
+/// MR words (column kk of the MR rows), zero-padded past row mcb.
+fn pack_a<W: Word>(a: &[W], k: usize, ic: usize, mcb: usize, pc: usize, kc: usize, out: &mut Vec<W>) {
+    let panels = mcb.div_ceil(MR);
+    out.clear();
+    out.resize(panels * kc * MR, W::ZERO);
+    for (q, panel) in out.chunks_exact_mut(kc * MR).enumerate() {
+        let r0 = q * MR;
+        let h = MR.min(mcb - r0);
+        for r in 0..h {
+            let src = &a[(ic + r0 + r) * k + pc..][..kc];
+            for (kk, &v) in src.iter().enumerate() {
+                panel[kk * MR + r] = v;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Runs every micro-tile of one row block against one packed B block.
+    #[allow(clippy::too_many_arguments)]
+    fn block_kernel<W: Word>(
+        ap: &[W],
+        bp: &[W],
+        cblk: &mut [W],
+        n: usize,
+        jc: usize,
+        ncb: usize,
+        kc: usize,
+        mcb: usize,
+    ) => block_kernel_body
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block_kernel_body<W: Word>(
+    ap: &[W],
+    bp: &[W],
+    cblk: &mut [W],
+    n: usize,
+    jc: usize,
+    ncb: usize,
+    kc: usize,
+    mcb: usize,
+) {
+    match W::BITS {
+        16 => tiles::<W, 32>(ap, bp, cblk, n, jc, ncb, kc, mcb),
+        32 => tiles::<W, 16>(ap, bp, cblk, n, jc, ncb, kc, mcb),
+        _ => tiles::<W, NR64>(ap, bp, cblk, n, jc, ncb, kc, mcb),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tiles<W: Word, const NR: usize>(
+    ap: &[W],
+    bp: &[W],
+    cblk: &mut [W],
+    n: usize,
+    jc: usize,
+    ncb: usize,
+    kc: usize,
+    mcb: usize,
+) {
+    debug_assert_eq!(NR, nr_of::<W>());
+    for (p, bpanel) in bp.chunks_exact(kc * NR).enumerate() {
+        let j0 = jc + p * NR;
+        let w = NR.min(jc + ncb - j0);
+        for (q, apanel) in ap.chunks_exact(kc * MR).enumerate() {
+            let r0 = q * MR;
+            let h = MR.min(mcb - r0);
+            let t = micro::<W, NR>(apanel, bpanel);
+            for (i, trow) in t.iter().enumerate().take(h) {
+                let crow = &mut cblk[(r0 + i) * n + j0..][..w];
+                for (cv, &tv) in crow.iter_mut().zip(trow) {
+                    *cv = cv.wadd(tv);
+                }
+            }
+        }
+    }
+}
+
+/// Emits no instruction. Inside the micro-kernel's k loop it stops LLVM's loop
+/// vectoriser from vectorising across k (strided gathers of A and B, accumulators
+/// spilled), so that the SLP vectoriser turns the unrolled body into NR-wide vector
+/// multiply-adds on register-resident accumulators instead. (`nomem`: accumulators stay
+/// in registers; a `compiler_fence` would force them to memory.)
+#[inline(always)]
+pub(crate) fn loop_vectoriser_barrier() {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    // SAFETY: an empty asm block with no operands that touches no memory, stack or flags.
+    unsafe {
+        std::arch::asm!("", options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// MR×NR register tile: Σ_kk apanel[kk][i] · bpanel[kk][j].
+#[inline(always)]
+fn micro<W: Word, const NR: usize>(apanel: &[W], bpanel: &[W]) -> [[W; NR]; MR] {
+    let mut t = [[W::ZERO; NR]; MR];
+    for (av, bv) in apanel.chunks_exact(MR).zip(bpanel.chunks_exact(NR)) {
+        loop_vectoriser_barrier();
+        for i in 0..MR {
+            let ai = av[i];
+            for j in 0..NR {
+                t[i][j] = t[i][j].wadd(ai.wmul(bv[j]));
+            }
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::rand_words;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn naive<W: Word>(a: &[W], b: &[W], m: usize, k: usize, n: usize) -> Vec<W> {
+        let mut c = vec![W::ZERO; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = W::ZERO;
+                for t in 0..k {
+                    s = s.wadd(a[i * k + t].wmul(b[t * n + j]));
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    }
+
+    fn check<W: Word>(rng: &mut ChaCha8Rng) {
+        let dims = [1usize, 3, 17, 63, 65, 130];
+        for &m in &dims {
+            for &k in &[1usize, 17, 65, 300] {
+                for &n in &dims {
+                    if m * k * n > 3_000_000 {
+                        continue;
+                    }
+                    let a = rand_words::<W>(rng, m * k);
+                    let b = rand_words::<W>(rng, k * n);
+                    let want = naive(&a, &b, m, k, n);
+                    assert_eq!(matmul(&a, &b, m, k, n), want, "{m}x{k}x{n}");
+                    let mut c = rand_words::<W>(rng, m * n);
+                    let c0 = c.clone();
+                    matmul_into(&a, &b, &mut c, m, k, n, true);
+                    for i in 0..m * n {
+                        assert_eq!(c[i], c0[i].wadd(want[i]));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_naive_u16() {
+        check::<u16>(&mut ChaCha8Rng::seed_from_u64(1));
+    }
+    #[test]
+    fn matmul_matches_naive_u32() {
+        check::<u32>(&mut ChaCha8Rng::seed_from_u64(2));
+    }
+    #[test]
+    fn matmul_matches_naive_u64() {
+        check::<u64>(&mut ChaCha8Rng::seed_from_u64(3));
+    }
+
+    #[test]
+    fn matmul_large_parallel_and_edge_values() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // Larger than one KC / NC block in every dimension.
+        let (m, k, n) = (70, 520, 1100);
+        let a = rand_words::<u32>(&mut rng, m * k);
+        let b = rand_words::<u32>(&mut rng, k * n);
+        assert_eq!(matmul(&a, &b, m, k, n), naive(&a, &b, m, k, n));
+        // MAX · MAX = 1, 2^(l-1) · 2 = 0.
+        let a = vec![u64::MAX; 3 * 5];
+        let b = vec![u64::MAX; 5 * 2];
+        assert_eq!(matmul(&a, &b, 3, 5, 2), vec![5u64; 6]);
+        let a = vec![0x8000u16; 4];
+        assert_eq!(matmul(&a, &[2u16, 2, 2, 2], 2, 2, 2), vec![0u16; 4]);
+        // Overwrite (not accumulate) really overwrites.
+        let mut c = vec![7u16; 4];
+        matmul_into(&[1u16, 0, 0, 1], &[1u16, 2, 3, 4], &mut c, 2, 2, 2, false);
+        assert_eq!(c, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn batched_matches_individual() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for &(batch, m, k, n) in &[(3usize, 5usize, 7usize, 9usize), (12, 33, 64, 65), (2, 130, 64, 130)] {
+            let a = rand_words::<u64>(&mut rng, batch * m * k);
+            let b = rand_words::<u64>(&mut rng, batch * k * n);
+            let c = matmul_batched(&a, &b, batch, m, k, n);
+            for t in 0..batch {
+                let want = naive(&a[t * m * k..][..m * k], &b[t * k * n..][..k * n], m, k, n);
+                assert_eq!(&c[t * m * n..][..m * n], &want[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_naive() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for &(r, c) in &[(1usize, 1usize), (1, 65), (65, 1), (3, 17), (63, 130), (300, 257)] {
+            let a = rand_words::<u16>(&mut rng, r * c);
+            let t = transpose(&a, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], a[i * c + j]);
+                }
+            }
+            assert_eq!(transpose(&t, c, r), a);
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn shape_mismatch_panics() {
+        matmul(&[1u32; 5], &[1u32; 6], 2, 3, 2);
+    }
+}

@@ -1,0 +1,275 @@
+//! Fixed-key AES-128 PRG for the DPF tree, and AES-CTR seed expansion.
+//!
+//! **DPF PRG.** Seeds are 128-bit blocks, held as `u128` whose little-endian bytes are the
+//! AES block. The length-doubling PRG is Matyas–Meyer–Oseas under three fixed public keys
+//! (nothing-up-my-sleeve: consecutive 128-bit words of the hexadecimal expansion of pi):
+//! `G(s) = (AES_k0(s) ⊕ s, AES_k1(s) ⊕ s)`; the DPF takes the least significant bit of each
+//! half as its control bit and clears it in the child seed (so seeds carry 127 bits of
+//! entropy, as in standard fixed-key DPF implementations). The leaf conversion is
+//! `AES_k2(s) ⊕ s`, read as 128/BITS little-endian ring words. Fixed keys mean one key
+//! schedule for the whole process, and the `aes` crate picks AES-NI at run time; every
+//! function here works on slices so AES runs on 8 independent blocks at a time (its
+//! pipelined path). Security rests on AES as a (fixed-key) random permutation, the usual
+//! assumption of fixed-key DPF implementations.
+//!
+//! **Seed expansion.** [`expand_seed`] is AES-128 in counter mode keyed by the 16-byte seed:
+//! block i = AES_seed(i as 128-bit little-endian), words taken little-endian. It is
+//! deterministic and platform independent (the dealer sends the seed, the party expands
+//! it), parallelisable by counter range, and several GB/s with AES-NI.
+
+use crate::word::Word;
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Block};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// The fixed keys k0, k1 (PRG halves) and k2 (leaf conversion): the first 384 bits of
+/// the fractional part of pi.
+const FIXED_KEYS: [u128; 3] = [
+    0x243F_6A88_85A3_08D3_1319_8A2E_0370_7344,
+    0xA409_3822_299F_31D0_082E_FA98_EC4E_6C89,
+    0x4528_21E6_38D0_1377_BE54_66CF_34E9_0C6C,
+];
+
+/// Blocks processed per AES call batch in the streaming helpers (a multiple of the 8
+/// blocks AES-NI pipelines).
+const BATCH: usize = 64;
+
+/// The DPF PRG: three fixed-key AES-128 instances. Obtain it with [`Prg::fixed`].
+pub struct Prg {
+    k: [Aes128; 3],
+}
+
+impl Prg {
+    /// The process-wide PRG under the fixed public keys (key schedules computed once).
+    /// Cost: one atomic load after the first call.
+    pub fn fixed() -> &'static Prg {
+        static PRG: OnceLock<Prg> = OnceLock::new();
+        PRG.get_or_init(|| Prg {
+            k: FIXED_KEYS.map(|key| Aes128::new(&key.to_le_bytes().into())),
+        })
+    }
+
+    /// `blocks[i] = AES_k(blocks[i])` in place under fixed key `which` (0, 1, 2): the raw
+    /// permutation, for callers that fuse the MMO feed-forward XOR into their own pass.
+    /// Cost: blocks.len() AES blocks, pipelined 8 at a time. Panics if `which > 2`.
+    #[inline]
+    pub fn encrypt(&self, which: usize, blocks: &mut [u128]) {
+        encrypt_in_place(&self.k[which], blocks);
+    }
+
+    /// `out[i] = AES_k(seeds[i]) ⊕ seeds[i]` for fixed key `which` (0, 1: PRG halves;
+    /// 2: leaf conversion). Cost: seeds.len() AES blocks, pipelined 8 at a time.
+    /// Panics if the lengths differ or `which > 2`.
+    #[inline]
+    pub fn mmo(&self, which: usize, seeds: &[u128], out: &mut [u128]) {
+        assert_eq!(seeds.len(), out.len(), "mmo: length mismatch");
+        out.copy_from_slice(seeds);
+        encrypt_in_place(&self.k[which], out);
+        for (o, &s) in out.iter_mut().zip(seeds) {
+            *o ^= s;
+        }
+    }
+
+    /// The length-doubling PRG on a batch of seeds, raw: `left[i] = AES_k0(s) ⊕ s`,
+    /// `right[i] = AES_k1(s) ⊕ s`. The caller splits each half into control bit
+    /// (`v & 1`) and seed (`v & !1`), see [`split`]. Cost: 2·seeds.len() AES blocks.
+    #[inline]
+    pub fn double_batch(&self, seeds: &[u128], left: &mut [u128], right: &mut [u128]) {
+        self.mmo(0, seeds, left);
+        self.mmo(1, seeds, right);
+    }
+
+    /// G(s) for one seed: `(s_L, t_L, s_R, t_R)` with the control bits taken from and
+    /// cleared in the least significant bit. Cost: 2 AES blocks (not pipelined; use
+    /// [`Prg::double_batch`] for throughput).
+    #[inline]
+    pub fn double(&self, s: u128) -> (u128, bool, u128, bool) {
+        let mut l = [0u128];
+        let mut r = [0u128];
+        self.double_batch(&[s], &mut l, &mut r);
+        let (sl, tl) = split(l[0]);
+        let (sr, tr) = split(r[0]);
+        (sl, tl, sr, tr)
+    }
+
+    /// Leaf conversion of a batch: `out[i] = AES_k2(seeds[i]) ⊕ seeds[i]`, 128 bits each,
+    /// read as words by [`block_words`]. Cost: seeds.len() AES blocks.
+    #[inline]
+    pub fn convert_batch(&self, seeds: &[u128], out: &mut [u128]) {
+        self.mmo(2, seeds, out);
+    }
+
+    /// Leaf conversion of one seed into `out.len() <= 128/BITS` ring words. Cost: 1 AES.
+    pub fn convert<W: Word>(&self, s: u128, out: &mut [W]) {
+        let mut b = [0u128];
+        self.convert_batch(&[s], &mut b);
+        block_words(b[0], out);
+    }
+}
+
+/// Splits a raw PRG half into (seed with the LSB cleared, control bit = LSB).
+#[inline(always)]
+pub fn split(v: u128) -> (u128, bool) {
+    (v & !1, v & 1 == 1)
+}
+
+/// Writes the first `out.len()` (at most 128/BITS) little-endian ring words of a block.
+#[inline(always)]
+pub fn block_words<W: Word>(block: u128, out: &mut [W]) {
+    debug_assert!(out.len() * W::BITS as usize <= 128);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = word_of::<W>(block, i);
+    }
+}
+
+/// Writes the first `out.len()` (at most 128/BITS · blocks.len()) little-endian ring
+/// words of a run of blocks (block i gives words i·128/BITS ..). Cost: one memcpy on
+/// little-endian targets.
+#[inline(always)]
+pub fn blocks_to_words<W: Word>(blocks: &[u128], out: &mut [W]) {
+    #[cfg(target_endian = "little")]
+    {
+        let src: &[W] = bytemuck::cast_slice(blocks);
+        out.copy_from_slice(&src[..out.len()]);
+    }
+    #[cfg(target_endian = "big")]
+    {
+        let per = (128 / W::BITS) as usize;
+        for (words, &b) in out.chunks_mut(per).zip(blocks) {
+            block_words(b, words);
+        }
+    }
+}
+
+/// Word `i` (little-endian) of a 128-bit block.
+#[inline(always)]
+pub fn word_of<W: Word>(block: u128, i: usize) -> W {
+    W::from_u64((block >> (i as u32 * W::BITS)) as u64)
+}
+
+/// AES-encrypts `u128` blocks in place (their little-endian bytes are the AES blocks).
+#[inline]
+fn encrypt_in_place(key: &Aes128, v: &mut [u128]) {
+    #[cfg(target_endian = "big")]
+    for x in v.iter_mut() {
+        *x = x.swap_bytes();
+    }
+    // SAFETY: `Block` is `GenericArray<u8, U16>`, `#[repr(transparent)]` over `[u8; 16]`:
+    // same size as u128, alignment 1 <= 16, every bit pattern valid both ways. The
+    // slice covers exactly the same bytes.
+    let blocks: &mut [Block] =
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<Block>(), v.len()) };
+    key.encrypt_blocks(blocks);
+    #[cfg(target_endian = "big")]
+    for x in v.iter_mut() {
+        *x = x.swap_bytes();
+    }
+}
+
+/// A deterministic stream of `n` uniform ring words from a 16-byte seed: AES-128-CTR
+/// keyed by `seed`, block i = AES_seed(i as u128, little-endian), each block giving
+/// 128/BITS little-endian words (word j of the stream is word j mod (128/BITS) of block
+/// j / (128/BITS)). Different lengths from the same seed are prefixes of each other.
+///
+/// Cost: n·BITS/128 AES blocks (AES-NI, pipelined), parallel over counter ranges for
+/// large n; the output does not depend on the thread count.
+pub fn expand_seed<W: Word>(seed: [u8; 16], n: usize) -> Vec<W> {
+    let cipher = Aes128::new(&seed.into());
+    let per = (128 / W::BITS) as usize;
+    let mut out = vec![W::ZERO; n];
+    // Each chunk is a whole number of blocks, so chunk c starts at counter c·CHUNK/per.
+    const CHUNK: usize = 1 << 14;
+    let fill = |(c, dst): (usize, &mut [W])| {
+        let mut ctr = (c * CHUNK / per) as u128;
+        let mut buf = [0u128; BATCH];
+        for group in dst.chunks_mut(BATCH * per) {
+            let nb = group.len().div_ceil(per);
+            for b in buf[..nb].iter_mut() {
+                *b = ctr;
+                ctr += 1;
+            }
+            encrypt_in_place(&cipher, &mut buf[..nb]);
+            blocks_to_words(&buf[..nb], group);
+        }
+    };
+    if n >= 4 * CHUNK {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(CHUNK).enumerate().for_each(fill);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_matches_fips197_vector() {
+        // FIPS-197 appendix C.1 (AES-128): checks the byte order of the u128 wrapper.
+        let key_bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let pt: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
+        let c = Aes128::new(&key_bytes.into());
+        let mut v = [u128::from_le_bytes(pt)];
+        encrypt_in_place(&c, &mut v);
+        let want: [u8; 16] = [
+            0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30, 0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4,
+            0xc5, 0x5a,
+        ];
+        assert_eq!(v[0].to_le_bytes(), want);
+    }
+
+    #[test]
+    fn prg_halves_differ_and_batch_matches_single() {
+        let prg = Prg::fixed();
+        let seeds: Vec<u128> = (0..37u128).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c)).collect();
+        let mut l = vec![0; seeds.len()];
+        let mut r = vec![0; seeds.len()];
+        prg.double_batch(&seeds, &mut l, &mut r);
+        let mut c = vec![0; seeds.len()];
+        prg.convert_batch(&seeds, &mut c);
+        for i in 0..seeds.len() {
+            let (sl, tl, sr, tr) = prg.double(seeds[i]);
+            assert_eq!((sl, tl), split(l[i]));
+            assert_eq!((sr, tr), split(r[i]));
+            assert_eq!(sl & 1, 0);
+            assert_ne!(l[i], r[i]);
+            assert_ne!(l[i], c[i]);
+            let mut w = [0u32; 4];
+            prg.convert(seeds[i], &mut w);
+            assert_eq!(w[0], c[i] as u32);
+            assert_eq!(w[3], (c[i] >> 96) as u32);
+        }
+        // Control bits are not constant.
+        let ones = l.iter().filter(|v| *v & 1 == 1).count();
+        assert!(ones > 5 && ones < 32, "{ones}");
+    }
+
+    #[test]
+    fn expand_seed_deterministic_prefix_and_spread() {
+        let seed = [7u8; 16];
+        let a = expand_seed::<u16>(seed, 1 << 17);
+        let b = expand_seed::<u16>(seed, 1000);
+        assert_eq!(&a[..1000], &b[..]);
+        assert_eq!(a, expand_seed::<u16>(seed, 1 << 17));
+        assert_ne!(&expand_seed::<u16>([8u8; 16], 1000)[..], &b[..]);
+        // u16 stream is the u32 stream split into halves (little-endian words).
+        let w32 = expand_seed::<u32>(seed, 500);
+        for i in 0..500 {
+            assert_eq!(w32[i] as u16, a[2 * i]);
+            assert_eq!((w32[i] >> 16) as u16, a[2 * i + 1]);
+        }
+        // Odd lengths, u64, and a crude uniformity check on the top bit.
+        for n in [0usize, 1, 3, 17, 63, 65, 130] {
+            assert_eq!(expand_seed::<u64>(seed, n).len(), n);
+        }
+        let top = a.iter().filter(|&&v| v >= 0x8000).count() as f64 / a.len() as f64;
+        assert!((top - 0.5).abs() < 0.01, "{top}");
+        // First block is AES_seed(0).
+        let c = Aes128::new(&seed.into());
+        let mut z = [0u128];
+        encrypt_in_place(&c, &mut z);
+        assert_eq!(expand_seed::<u64>(seed, 2), vec![z[0] as u64, (z[0] >> 64) as u64]);
+    }
+}

@@ -1,0 +1,234 @@
+//! Running a program as the three parties: registration, the offline phase (dealer
+//! material and the parties' offline pass) and the online phase, with timings. The same
+//! driver runs a party in its own process (TCP) or three parties as threads (in-process
+//! channels or loopback TCP).
+
+use crate::account::{Accounting, OpKind, Phase, NO_LAYER};
+use crate::engine::{Engine, Role};
+use crate::error::{ProtocolError, Result};
+use crate::net::{LinkConfig, PartyId};
+use crate::registry::PrivateModel;
+use crate::seed::DealerSeeds;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A program the three parties (and the plaintext reference) run.
+pub trait Program: Sync {
+    type Output: Send;
+    /// Register P0's private tensors (same order in every role).
+    fn register(&self, e: &mut Engine) -> Result<()>;
+    /// The computation: run once by the dealer, twice by P0 and P1 (offline, online), once
+    /// by the plaintext reference. Returns the output where the role learns it.
+    fn run(&self, e: &mut Engine) -> Result<Option<Self::Output>>;
+}
+
+/// What one party measured.
+#[derive(Debug)]
+pub struct PartyReport<T> {
+    pub role: Role,
+    pub output: Option<T>,
+    pub register_time: Duration,
+    pub offline_time: Duration,
+    pub online_time: Duration,
+    pub rounds: u32,
+    pub acct: Accounting,
+}
+
+/// Run `prog` as this engine's role. The engine's links must be connected: P0 to P1 and D,
+/// P1 to P0 and D, D to P0 and P1.
+pub fn drive<P: Program>(e: &mut Engine, prog: &P) -> Result<PartyReport<P::Output>> {
+    let t = Instant::now();
+    e.start_phase(Phase::Register)?;
+    e.exchange_seeds()?;
+    prog.register(e)?;
+    e.ctx.flush()?;
+    let register_time = t.elapsed();
+
+    let t = Instant::now();
+    e.start_phase(Phase::Offline)?;
+    let mut output = prog.run(e)?;
+    e.ctx.flush()?;
+    // P0 and P1 agree that both finished the offline pass before the clock starts.
+    barrier(e)?;
+    let offline_time = t.elapsed();
+
+    let mut online_time = Duration::ZERO;
+    if matches!(e.role, Role::P0 | Role::P1) {
+        let t = Instant::now();
+        e.start_phase(Phase::Online)?;
+        output = prog.run(e)?;
+        e.ctx.flush()?;
+        online_time = t.elapsed();
+        if e.prep_left() != 0 {
+            return Err(ProtocolError::Internal(format!(
+                "{} offline results left unused",
+                e.prep_left()
+            )));
+        }
+    }
+    e.ctx.close_label();
+    Ok(PartyReport {
+        role: e.role,
+        output,
+        register_time,
+        offline_time,
+        online_time,
+        rounds: e.ctx.depth,
+        acct: e.ctx.acct.clone(),
+    })
+}
+
+/// P0 <-> P1 handshake between the phases (counted as offline traffic, not online).
+fn barrier(e: &mut Engine) -> Result<()> {
+    e.ctx.label(Phase::Offline, NO_LAYER, OpKind::Other);
+    const TAG: u32 = u32::MAX - 1;
+    match e.role {
+        Role::P0 => {
+            e.ctx.send(PartyId::P1, TAG, vec![])?;
+            e.ctx.recv(PartyId::P1, TAG)?;
+        }
+        Role::P1 => {
+            e.ctx.recv(PartyId::P0, TAG)?;
+            e.ctx.send(PartyId::P0, TAG, vec![])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The three parties' reports of one in-process run.
+pub struct LocalRun<T> {
+    pub p0: PartyReport<T>,
+    pub p1: PartyReport<T>,
+    pub dealer: PartyReport<T>,
+}
+
+impl<T> LocalRun<T> {
+    /// All parties' accounting merged.
+    pub fn accounting(&self) -> Accounting {
+        let mut a = self.p0.acct.clone();
+        a.merge(&self.p1.acct);
+        a.merge(&self.dealer.acct);
+        a
+    }
+    pub fn rounds(&self) -> u32 {
+        self.p0.rounds.max(self.p1.rounds)
+    }
+    pub fn online_time(&self) -> Duration {
+        self.p0.online_time.max(self.p1.online_time)
+    }
+    pub fn offline_time(&self) -> Duration {
+        self.p0
+            .offline_time
+            .max(self.p1.offline_time)
+            .max(self.dealer.offline_time)
+    }
+}
+
+/// How the parties of a local run are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalTransport {
+    /// In-process channels.
+    Mem,
+    /// TCP over loopback, real sockets and framing.
+    Tcp,
+}
+
+/// Settings of a local run.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub link: LinkConfig,
+    pub transport: LocalTransport,
+    pub seeds: DealerSeeds,
+    pub lut_mode: crate::engine::LutMode,
+}
+
+/// Run `prog` as P0, P1 and D on three threads.
+pub fn run_local<P: Program>(
+    cfg: &LocalConfig,
+    model: Arc<PrivateModel>,
+    prog: &P,
+) -> Result<LocalRun<P::Output>> {
+    let mut p0 = Engine::p0(model);
+    let mut p1 = Engine::p1();
+    let mut d = Engine::dealer(cfg.seeds.clone());
+    for e in [&mut p0, &mut p1, &mut d] {
+        e.set_lut_mode(cfg.lut_mode);
+    }
+    connect_local(cfg, &mut p0, &mut p1, &mut d)?;
+    let (r0, r1, rd) = std::thread::scope(|s| {
+        let h0 = s.spawn(|| drive(&mut p0, prog));
+        let h1 = s.spawn(|| drive(&mut p1, prog));
+        let hd = s.spawn(|| drive(&mut d, prog));
+        let j = |h: std::thread::ScopedJoinHandle<'_, Result<PartyReport<P::Output>>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(ProtocolError::Internal("party thread panicked".into())))
+        };
+        (j(h0), j(h1), j(hd))
+    });
+    // Report the root cause: a party that failed first makes the others see a closed link.
+    let first_err = [&r0, &r1, &rd]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+        .find(|e| !matches!(e, ProtocolError::Net(crate::net::NetError::PeerClosed)));
+    if let Some(e) = first_err {
+        return Err(ProtocolError::Internal(format!("{e}")));
+    }
+    Ok(LocalRun {
+        p0: r0?,
+        p1: r1?,
+        dealer: rd?,
+    })
+}
+
+fn connect_local(cfg: &LocalConfig, p0: &mut Engine, p1: &mut Engine, d: &mut Engine) -> Result<()> {
+    use crate::net::{mem_pair, tcp};
+    let pairs = [
+        (PartyId::P0, PartyId::P1),
+        (PartyId::P0, PartyId::Dealer),
+        (PartyId::P1, PartyId::Dealer),
+    ];
+    for (a, b) in pairs {
+        let (ea, eb) = match cfg.transport {
+            LocalTransport::Mem => mem_pair(a, b, &cfg.link),
+            LocalTransport::Tcp => {
+                let l = tcp::Listener::bind("127.0.0.1:0")?;
+                let addr = l.local_addr()?;
+                let link = cfg.link.clone();
+                let h = std::thread::spawn(move || {
+                    tcp::connect(addr, b, a, &link, Duration::from_secs(10))
+                });
+                let ea: Box<dyn crate::net::Transport> = Box::new(l.accept(a, b, &cfg.link)?);
+                let eb = h
+                    .join()
+                    .map_err(|_| ProtocolError::Internal("connect thread panicked".into()))??;
+                (ea, eb)
+            }
+        };
+        let mut put = |p: PartyId, t| match p {
+            PartyId::P0 => p0.ctx.connect(t),
+            PartyId::P1 => p1.ctx.connect(t),
+            PartyId::Dealer => d.ctx.connect(t),
+        };
+        put(a, ea);
+        put(b, eb);
+    }
+    Ok(())
+}
+
+/// Run `prog` as the plaintext reference; with `carry_seed` (the dealer's mask seed) its
+/// table indices take the secure run's carries.
+pub fn run_plain<P: Program>(
+    model: Arc<PrivateModel>,
+    carry_seed: Option<crate::seed::Seed>,
+    prog: &P,
+) -> Result<(Option<P::Output>, crate::engine::PlainStats)> {
+    let mut e = Engine::plain(model, carry_seed);
+    e.start_phase(Phase::Register)?;
+    // The plaintext reference registers with its own seed: it never uses A_M or E_M.
+    e.set_p0_seed([0u8; 32]);
+    prog.register(&mut e)?;
+    e.start_phase(Phase::Online)?;
+    let out = prog.run(&mut e)?;
+    Ok((out, e.plain_stats.clone()))
+}
