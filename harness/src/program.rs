@@ -33,15 +33,13 @@ pub struct ClientInput {
 pub struct Tables {
     req32: Table<u32>,
     req64: Table<u64>,
-    res: Table<u64>,
     gelu: Table<u32>,
     tanh: Table<u32>,
-    exp: Table<u64>,
+    exp: Table<u32>,
     ln: Table<u64>,
     p: Table<u32>,
     rsqrt: Table<u64>,
     ya: Table<u32>,
-    yres: Table<u64>,
 }
 
 impl Tables {
@@ -49,7 +47,6 @@ impl Tables {
         Tables {
             req32: c.t_requant(c.k_req()),
             req64: c.t_requant(c.k_req()),
-            res: c.t_res(),
             gelu: c.t_gelu(),
             tanh: c.t_tanh(),
             exp: c.t_exp(),
@@ -57,7 +54,6 @@ impl Tables {
             p: c.t_p(),
             rsqrt: c.t_rsqrt(),
             ya: c.t_requant(c.k_req()),
-            yres: c.t_yres(),
         }
     }
 }
@@ -100,7 +96,7 @@ impl BertProgram<'_> {
         let y = e.mul_masked(&um, &rsm)?; // y 2^fy
         let ym = e.open(&y, Reveal::Both)?;
         let ya = e.lut(&ym, c.w_ya(), &t.ya)?;
-        let yr = e.lut(&ym, c.w_yres(), &t.yres)?;
+        let yr = e.trunc_ext::<u64, u64>(&ym, c.w_yres(), 1)?;
         let pa = e.open_start(&ya, Reveal::P0)?;
         let pr = e.open_start(&yr, Reveal::P0)?;
         Ok((e.open_finish(pa)?, e.open_finish(pr)?))
@@ -161,7 +157,7 @@ impl BertProgram<'_> {
         let wr = c.w_res();
         let zo = e.linear(&cm, &name(l, "o"), &[wr])?;
         e.at(ly, OpKind::Residual);
-        let o = e.lut(&zo, wr, &t.res)?;
+        let o = e.trunc_ext::<u32, u64>(&zo, wr, 1)?;
         let h1 = e.add(&o, &res)?;
 
         e.at(ly, OpKind::LayerNorm);
@@ -178,7 +174,7 @@ impl BertProgram<'_> {
         e.at(ly, OpKind::Linear);
         let z2 = e.linear(&gm, &name(l, "ffn2"), &[wr])?;
         e.at(ly, OpKind::Residual);
-        let f = e.lut(&z2, wr, &t.res)?;
+        let f = e.trunc_ext::<u32, u64>(&z2, wr, 1)?;
         let h2 = e.add(&f, &r1)?;
 
         e.at(ly, OpKind::LayerNorm);

@@ -24,7 +24,10 @@ fn main() {
     println!("threads: {}", rayon::current_num_threads());
     if on("fc") {
         let (n, di, dout) = (128, 768, 3072);
-        let s: Vec<i8> = words::<u16>(di * dout, 1).iter().map(|v| if v & 1 == 1 { 1 } else { -1 }).collect();
+        let s: Vec<i8> = words::<u16>(di * dout, 1)
+            .iter()
+            .map(|v| if v & 1 == 1 { 1 } else { -1 })
+            .collect();
         let p = bitfc::pack_signs(&s, di, dout);
         let x16 = words::<u16>(n * di, 2);
         let x32 = words::<u32>(n * di, 2);
@@ -41,33 +44,59 @@ fn main() {
         let b = words::<u32>(k * n, 4);
         let a64 = words::<u64>(m * k, 3);
         let b64 = words::<u64>(k * n, 4);
-        time("matmul 128x768x768 u16", 5, || matmul::matmul(&a16, &b16, m, k, n));
-        time("matmul 128x768x768 u32", 5, || matmul::matmul(&a, &b, m, k, n));
-        time("matmul 128x768x768 u64", 5, || matmul::matmul(&a64, &b64, m, k, n));
+        time("matmul 128x768x768 u16", 5, || {
+            matmul::matmul(&a16, &b16, m, k, n)
+        });
+        time("matmul 128x768x768 u32", 5, || {
+            matmul::matmul(&a, &b, m, k, n)
+        });
+        time("matmul 128x768x768 u64", 5, || {
+            matmul::matmul(&a64, &b64, m, k, n)
+        });
         let (bt, m2, k2, n2) = (12, 128, 64, 128);
         let qa = words::<u64>(bt * m2 * k2, 5);
         let qb = words::<u64>(bt * k2 * n2, 6);
-        time("matmul_batched 12x(128x64x128) u64", 5, || matmul::matmul_batched(&qa, &qb, bt, m2, k2, n2));
+        time("matmul_batched 12x(128x64x128) u64", 5, || {
+            matmul::matmul_batched(&qa, &qb, bt, m2, k2, n2)
+        });
     }
     if on("dpf") || on("gen") {
         for &(nk, k) in &[(100_000usize, 8u32), (10_000, 12)] {
-            let alphas: Vec<u32> = words::<u32>(nk, 7).iter().map(|v| v & ((1 << k) - 1)).collect();
-            let xs: Vec<u32> = words::<u32>(nk, 8).iter().map(|v| v & ((1 << k) - 1)).collect();
+            let alphas: Vec<u32> = words::<u32>(nk, 7)
+                .iter()
+                .map(|v| v & ((1 << k) - 1))
+                .collect();
+            let xs: Vec<u32> = words::<u32>(nk, 8)
+                .iter()
+                .map(|v| v & ((1 << k) - 1))
+                .collect();
             let table = words::<u32>(1 << k, 9);
-            time(&format!("dpf gen_batch {nk} keys k={k} u32"), 3, || dpf::gen_batch::<u32>(k, &alphas, 1, [1; 32]));
+            time(&format!("dpf gen_batch {nk} keys k={k} u32"), 3, || {
+                dpf::gen_batch::<u32>(k, &alphas, 1, [1; 32])
+            });
             let (k0, _k1) = dpf::gen_batch::<u32>(k, &alphas, 1, [1; 32]);
             if filter == "gen" {
                 continue;
             }
-            time(&format!("dpf eval_dot_batch {nk} keys k={k} u32"), 3, || dpf::eval_dot_batch(&k0, &table, &xs));
+            time(
+                &format!("dpf eval_dot_batch {nk} keys k={k} u32"),
+                3,
+                || dpf::eval_dot_batch(&k0, &table, &xs),
+            );
             let table64 = words::<u64>(1 << k, 9);
             let (k064, _) = dpf::gen_batch::<u64>(k, &alphas, 1, [1; 32]);
-            time(&format!("dpf eval_dot_batch {nk} keys k={k} u64"), 3, || dpf::eval_dot_batch(&k064, &table64, &xs));
+            time(
+                &format!("dpf eval_dot_batch {nk} keys k={k} u64"),
+                3,
+                || dpf::eval_dot_batch(&k064, &table64, &xs),
+            );
         }
         let (k0, _) = dpf::gen::<u32, _>(20, 5, 1, &mut rand::thread_rng());
         time("dpf eval_full k=20 u32", 3, || dpf::eval_full(&k0));
         let table = words::<u32>(1 << 20, 9);
-        time("dpf eval_dot k=20 u32", 3, || dpf::eval_dot(&k0, &table, 77));
+        time("dpf eval_dot k=20 u32", 3, || {
+            dpf::eval_dot(&k0, &table, 77)
+        });
     }
     if on("lut") {
         let k = 8;
@@ -75,10 +104,14 @@ fn main() {
         let table = words::<u32>(1 << k, 9);
         let u = words::<u32>(n << k, 10);
         let idx: Vec<u32> = words::<u32>(n, 11).iter().map(|v| v & 255).collect();
-        time("onehot_dot 100k x 2^8 u32", 3, || lut::onehot_dot(&table, k, &idx, &u));
+        time("onehot_dot 100k x 2^8 u32", 3, || {
+            lut::onehot_dot(&table, k, &idx, &u)
+        });
         time("gather 100k x 2^8 u32", 3, || lut::gather(&u, k, &idx));
     }
     if on("seed") {
-        time("expand_seed 16M u32", 3, || prg::expand_seed::<u32>([3; 16], 1 << 24));
+        time("expand_seed 16M u32", 3, || {
+            prg::expand_seed::<u32>([3; 16], 1 << 24)
+        });
     }
 }

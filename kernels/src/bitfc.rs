@@ -32,7 +32,8 @@ pub struct PackedSigns {
     pub d_in: usize,
     /// Columns of S (outputs).
     pub d_out: usize,
-    /// `d_out` runs of `ceil(d_in / 64)` words; bit r%64 of word c·wpc + r/64 is S[r,c]=+1.
+    /// `d_out` runs of `ceil(d_in / 64)` words; bit `r % 64` of word `c·wpc + r/64` is 1 iff
+    /// `S[r, c] = +1`.
     pub words: Vec<u64>,
 }
 
@@ -53,7 +54,11 @@ impl PackedSigns {
 ///
 /// Preconditions (asserted): `signs.len() == d_in·d_out`. Cost: d_in·d_out bit writes.
 pub fn pack_signs(signs: &[i8], d_in: usize, d_out: usize) -> PackedSigns {
-    assert_eq!(signs.len(), d_in * d_out, "pack_signs: signs.len() != d_in·d_out");
+    assert_eq!(
+        signs.len(),
+        d_in * d_out,
+        "pack_signs: signs.len() != d_in·d_out"
+    );
     let wpc = d_in.div_ceil(64);
     let mut words = vec![0u64; d_out * wpc];
     for (r, row) in signs.chunks_exact(d_out.max(1)).enumerate().take(d_in) {
@@ -68,7 +73,11 @@ pub fn pack_signs(signs: &[i8], d_in: usize, d_out: usize) -> PackedSigns {
 ///
 /// Preconditions (asserted): `p.words.len() == d_out·ceil(d_in/64)`. Cost: d_in·d_out.
 pub fn unpack_signs(p: &PackedSigns) -> Vec<i8> {
-    assert_eq!(p.words.len(), p.d_out * p.words_per_col(), "unpack_signs: bad words length");
+    assert_eq!(
+        p.words.len(),
+        p.d_out * p.words_per_col(),
+        "unpack_signs: bad words length"
+    );
     let mut out = vec![0i8; p.d_in * p.d_out];
     for r in 0..p.d_in {
         for c in 0..p.d_out {
@@ -115,21 +124,30 @@ pub fn fc<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
     let task = |masks: &mut Vec<W>, (g, ytg): (usize, &mut [W])| {
         let c0 = g * CG;
         let ncols = ytg.len() / n_pad;
-        fc_group::<W>(&xt, n_pad, d_in, &w.words[c0 * wpc..(c0 + ncols) * wpc], wpc, &rowsum, ytg, masks);
+        fc_group::<W>(
+            &xt,
+            n_pad,
+            d_in,
+            &w.words[c0 * wpc..(c0 + ncols) * wpc],
+            wpc,
+            &rowsum,
+            ytg,
+            masks,
+        );
     };
     if n * d_in * d_out >= PAR_MIN {
-        yt.par_chunks_mut(CG * n_pad).enumerate().for_each_init(Vec::new, task);
+        yt.par_chunks_mut(CG * n_pad)
+            .enumerate()
+            .for_each_init(Vec::new, task);
     } else {
         let mut masks = Vec::new();
-        yt.chunks_mut(CG * n_pad).enumerate().for_each(|item| task(&mut masks, item));
+        yt.chunks_mut(CG * n_pad)
+            .enumerate()
+            .for_each(|item| task(&mut masks, item));
     }
-    // Y = (Y^T)^T without the padding.
-    let mut y = vec![W::ZERO; n * d_out];
-    for (c, ycol) in yt.chunks_exact(n_pad).enumerate() {
-        for (i, &v) in ycol[..n].iter().enumerate() {
-            y[i * d_out + c] = v;
-        }
-    }
+    // Y = (Y^T)^T without the padding rows.
+    let mut y = transpose(&yt, d_out, n_pad);
+    y.truncate(n * d_out);
     y
 }
 
@@ -232,7 +250,11 @@ mod tests {
                 let mut acc = W::ZERO;
                 for r in 0..d_in {
                     let v = x[i * d_in + r];
-                    acc = if s[r * d_out + c] >= 0 { acc.wadd(v) } else { acc.wsub(v) };
+                    acc = if s[r * d_out + c] >= 0 {
+                        acc.wadd(v)
+                    } else {
+                        acc.wsub(v)
+                    };
                 }
                 y[i * d_out + c] = acc;
             }
@@ -255,7 +277,11 @@ mod tests {
                         .collect();
                     let p = pack_signs(&s, d_in, d_out);
                     let x = rand_words::<W>(&mut rng, n * d_in);
-                    assert_eq!(fc(&x, n, &p), naive(&x, n, &s, d_in, d_out), "n={n} {d_in}x{d_out}");
+                    assert_eq!(
+                        fc(&x, n, &p),
+                        naive(&x, n, &s, d_in, d_out),
+                        "n={n} {d_in}x{d_out}"
+                    );
                 }
             }
         }
@@ -278,7 +304,9 @@ mod tests {
     fn fc_parallel_path_and_edges() {
         let mut rng = ChaCha8Rng::seed_from_u64(24);
         let (n, d_in, d_out) = (37, 200, 100);
-        let s: Vec<i8> = (0..d_in * d_out).map(|_| if rng.gen() { 1 } else { -1 }).collect();
+        let s: Vec<i8> = (0..d_in * d_out)
+            .map(|_| if rng.gen() { 1 } else { -1 })
+            .collect();
         let p = pack_signs(&s, d_in, d_out);
         let x = rand_words::<u32>(&mut rng, n * d_in);
         assert_eq!(fc(&x, n, &p), naive(&x, n, &s, d_in, d_out));
@@ -298,7 +326,9 @@ mod tests {
     fn pack_roundtrip_and_layout() {
         let mut rng = ChaCha8Rng::seed_from_u64(25);
         for &(d_in, d_out) in &[(1usize, 1usize), (63, 3), (64, 2), (65, 17), (130, 5)] {
-            let s: Vec<i8> = (0..d_in * d_out).map(|_| if rng.gen() { 1 } else { -1 }).collect();
+            let s: Vec<i8> = (0..d_in * d_out)
+                .map(|_| if rng.gen() { 1 } else { -1 })
+                .collect();
             let p = pack_signs(&s, d_in, d_out);
             assert_eq!(p.words.len(), d_out * d_in.div_ceil(64));
             assert_eq!(unpack_signs(&p), s);

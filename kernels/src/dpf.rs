@@ -125,7 +125,10 @@ fn shape(k: u32, bits: u32) -> (u32, u32, usize) {
 /// Preconditions (asserted): 1 <= k <= 24, bits in {16, 32, 64}. Cost: O(1).
 pub fn key_bytes(k: u32, bits: u32) -> usize {
     assert!((1..=MAX_K).contains(&k), "key_bytes: k outside 1..=24");
-    assert!(matches!(bits, 16 | 32 | 64), "key_bytes: bits must be 16, 32 or 64");
+    assert!(
+        matches!(bits, 16 | 32 | 64),
+        "key_bytes: bits must be 16, 32 or 64"
+    );
     let (nu, d, _) = shape(k, bits);
     let d = d as usize;
     1 + 16 + 16 * d + (2 * d).div_ceil(8) + (1usize << nu) * bits as usize / 8
@@ -166,10 +169,12 @@ impl<W: Word> DpfKey<W> {
         }
         let need = key_bytes(k, W::BITS);
         if buf.len() < need {
-            return Err(DpfError::Truncated { need, got: buf.len() });
+            return Err(DpfError::Truncated {
+                need,
+                got: buf.len(),
+            });
         }
-        let (nu, d, used) = shape(k, W::BITS);
-        let _ = nu;
+        let (_, d, used) = shape(k, W::BITS);
         let d = d as usize;
         let h = buf[0];
         if h > 3 || (h & 1) != (h >> 1) {
@@ -192,17 +197,28 @@ impl<W: Word> DpfKey<W> {
                 return Err(DpfError::NonCanonical("correction seed LSB set"));
             }
             let bit = |j: usize| (buf[tb + j / 8] >> (j % 8)) & 1 == 1;
-            cws.push(CorrectionWord { seed: s, t_l: bit(2 * i), t_r: bit(2 * i + 1) });
+            cws.push(CorrectionWord {
+                seed: s,
+                t_l: bit(2 * i),
+                t_r: bit(2 * i + 1),
+            });
         }
         let nbits = (2 * d).div_ceil(8);
-        if d > 0 && (2 * d) % 8 != 0 && buf[tb + nbits - 1] >> ((2 * d) % 8) != 0 {
+        if (2 * d) & 7 != 0 && buf[tb + nbits - 1] >> ((2 * d) & 7) != 0 {
             return Err(DpfError::NonCanonical("control-bit padding set"));
         }
         let wb = (W::BITS / 8) as usize;
         let ob = tb + nbits;
         let cw_out = (0..used).map(|i| W::read_le(&buf[ob + i * wb..])).collect();
         debug_assert_eq!(ob + used * wb, need);
-        let key = DpfKey { k, party: h & 1, seed, t: h & 2 != 0, cws, cw_out };
+        let key = DpfKey {
+            k,
+            party: h & 1,
+            seed,
+            t: h & 2 != 0,
+            cws,
+            cw_out,
+        };
         Ok((key, need))
     }
 }
@@ -279,15 +295,34 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
     }
     let mut keys0: Vec<DpfKey<W>> = s0
         .iter()
-        .map(|&s| DpfKey { k, party: 0, seed: s, t: false, cws: Vec::with_capacity(d as usize), cw_out: Vec::new() })
+        .map(|&s| DpfKey {
+            k,
+            party: 0,
+            seed: s,
+            t: false,
+            cws: Vec::with_capacity(d as usize),
+            cw_out: Vec::new(),
+        })
         .collect();
     let mut keys1: Vec<DpfKey<W>> = s1
         .iter()
-        .map(|&s| DpfKey { k, party: 1, seed: s, t: true, cws: Vec::with_capacity(d as usize), cw_out: Vec::new() })
+        .map(|&s| DpfKey {
+            k,
+            party: 1,
+            seed: s,
+            t: true,
+            cws: Vec::with_capacity(d as usize),
+            cw_out: Vec::new(),
+        })
         .collect();
     let mut t0 = vec![false; n];
     let mut t1 = vec![true; n];
-    let (mut l0, mut r0, mut l1, mut r1) = (vec![0u128; n], vec![0u128; n], vec![0u128; n], vec![0u128; n]);
+    let (mut l0, mut r0, mut l1, mut r1) = (
+        vec![0u128; n],
+        vec![0u128; n],
+        vec![0u128; n],
+        vec![0u128; n],
+    );
     for lvl in 0..d {
         prg.double_batch(&s0, &mut l0, &mut r0);
         prg.double_batch(&s1, &mut l1, &mut r1);
@@ -300,10 +335,18 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
             let scw = if a { sl0 ^ sl1 } else { sr0 ^ sr1 };
             let t_l = tl0 ^ tl1 ^ a ^ true;
             let t_r = tr0 ^ tr1 ^ a;
-            let cw = CorrectionWord { seed: scw, t_l, t_r };
+            let cw = CorrectionWord {
+                seed: scw,
+                t_l,
+                t_r,
+            };
             keys0[i].cws.push(cw);
             keys1[i].cws.push(cw);
-            let (ks0, kt0, ks1, kt1, tcw) = if a { (sr0, tr0, sr1, tr1, t_r) } else { (sl0, tl0, sl1, tl1, t_l) };
+            let (ks0, kt0, ks1, kt1, tcw) = if a {
+                (sr0, tr0, sr1, tr1, t_r)
+            } else {
+                (sl0, tl0, sl1, tl1, t_l)
+            };
             s0[i] = ks0 ^ (scw & 0u128.wrapping_sub(t0[i] as u128));
             s1[i] = ks1 ^ (scw & 0u128.wrapping_sub(t1[i] as u128));
             t0[i] = kt0 ^ (t0[i] & tcw);
@@ -415,7 +458,9 @@ impl<W: Word> Expander<W> {
                 let nodes = &self.nodes[r0..r0 + per];
                 let (ls, rs) = (&self.left[r0..r0 + per], &self.right[r0..r0 + per]);
                 let next = &mut self.next[2 * r0..2 * (r0 + per)];
-                for (nx, ((&v, &l), &r)) in next.chunks_exact_mut(2).zip(nodes.iter().zip(ls).zip(rs)) {
+                for (nx, ((&v, &l), &r)) in
+                    next.chunks_exact_mut(2).zip(nodes.iter().zip(ls).zip(rs))
+                {
                     let s = v & !1;
                     let mask = 0u128.wrapping_sub(v & 1);
                     nx[0] = l ^ s ^ (cl & mask);
@@ -439,18 +484,23 @@ impl<W: Word> Expander<W> {
             // Branch-free: addend block = CW_out block masked by t (two 64-bit ANDs), then
             // one flat vectorised word-wise add.
             self.cwl.clear();
-            self.cwl.extend(keys.iter().map(|key| (words_block(&key.cw_out), 0)));
+            self.cwl
+                .extend(keys.iter().map(|key| (words_block(&key.cw_out), 0)));
             self.right.clear();
             let per = 1usize << per_key_shift;
             for (g, &(cwb, _)) in self.cwl.iter().enumerate() {
                 let nodes = &self.nodes[g * per..(g + 1) * per];
-                self.right.extend(nodes.iter().map(|&v| cwb & 0u128.wrapping_sub(v & 1)));
+                self.right
+                    .extend(nodes.iter().map(|&v| cwb & 0u128.wrapping_sub(v & 1)));
             }
             add_blocks_as_words(&self.left, &self.right, &mut self.words);
         } else {
             // Tiny domains (2^k < 128/BITS): one partial leaf block per key.
-            for (i, (wb, (&blk, &v))) in
-                self.words.chunks_exact_mut(used).zip(self.left.iter().zip(&self.nodes)).enumerate()
+            for (i, (wb, (&blk, &v))) in self
+                .words
+                .chunks_exact_mut(used)
+                .zip(self.left.iter().zip(&self.nodes))
+                .enumerate()
             {
                 block_words(blk, wb);
                 let cw = &keys[i >> per_key_shift].cw_out;
@@ -466,7 +516,9 @@ impl<W: Word> Expander<W> {
 /// Packs 128/BITS words little-endian into a block (inverse of [`block_words`]).
 #[inline]
 fn words_block<W: Word>(ws: &[W]) -> u128 {
-    ws.iter().enumerate().fold(0u128, |b, (i, w)| b | (w.to_u64() as u128) << (i as u32 * W::BITS))
+    ws.iter().enumerate().fold(0u128, |b, (i, w)| {
+        b | (w.to_u64() as u128) << (i as u32 * W::BITS)
+    })
 }
 
 /// `out` = word-wise sum of the little-endian words of blocks `a` and `b`
@@ -516,10 +568,21 @@ fn children<W: Word>(key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
 }
 
 fn check_key<W: Word>(key: &DpfKey<W>) {
-    assert!((1..=MAX_K).contains(&key.k), "dpf: key domain outside 1..=24");
+    assert!(
+        (1..=MAX_K).contains(&key.k),
+        "dpf: key domain outside 1..=24"
+    );
     let (_, d, used) = shape(key.k, W::BITS);
-    assert_eq!(key.cws.len(), d as usize, "dpf: key has the wrong number of levels");
-    assert_eq!(key.cw_out.len(), used, "dpf: key has the wrong output CW length");
+    assert_eq!(
+        key.cws.len(),
+        d as usize,
+        "dpf: key has the wrong number of levels"
+    );
+    assert_eq!(
+        key.cw_out.len(),
+        used,
+        "dpf: key has the wrong output CW length"
+    );
 }
 
 /// Full-domain evaluation: the party's additive share (2^k words) of beta·e_alpha.
@@ -541,7 +604,10 @@ fn full_rec<W: Word>(key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
     if out.len() >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
         let (l, r) = children(key, level, node);
         let (lo, hi) = out.split_at_mut(out.len() / 2);
-        rayon::join(|| full_rec(key, level + 1, l, lo), || full_rec(key, level + 1, r, hi));
+        rayon::join(
+            || full_rec(key, level + 1, l, lo),
+            || full_rec(key, level + 1, r, hi),
+        );
     } else {
         let mut ex = Expander::new();
         ex.for_each_chunk(key, level, node, 0, &mut |j, ws: &[W]| {
@@ -581,7 +647,11 @@ pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> V
 pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32, y: u32) -> W {
     check_key(key);
     assert_eq!(key.k, kx + ky, "eval_dot2: key.k != kx + ky");
-    assert_eq!(table.len(), 1usize << key.k, "eval_dot2: table.len() != 2^k");
+    assert_eq!(
+        table.len(),
+        1usize << key.k,
+        "eval_dot2: table.len() != 2^k"
+    );
     let rev = reverse_table2(table, kx, ky);
     let r = dot_rec(key, &rev, kx, ky, x, y, 0, root(key), 0);
     if key.party == 1 {
@@ -607,6 +677,9 @@ pub fn eval_dot2_batch<W: Word>(
     eval_dot2_batch_impl(keys, table, kx, ky, xs, ys)
 }
 
+/// One parallel work item of the batched dot: outputs, keys, xs, ys of a key group.
+type BatchItem<'a, W> = (&'a mut [W], (&'a [DpfKey<W>], (&'a [u32], &'a [u32])));
+
 fn eval_dot2_batch_impl<W: Word>(
     keys: &[DpfKey<W>],
     table: &[W],
@@ -615,14 +688,26 @@ fn eval_dot2_batch_impl<W: Word>(
     xs: &[u32],
     ys: &[u32],
 ) -> Vec<W> {
-    assert_eq!(keys.len(), xs.len(), "eval_dot batch: keys and xs lengths differ");
-    assert_eq!(keys.len(), ys.len(), "eval_dot batch: keys and ys lengths differ");
+    assert_eq!(
+        keys.len(),
+        xs.len(),
+        "eval_dot batch: keys and xs lengths differ"
+    );
+    assert_eq!(
+        keys.len(),
+        ys.len(),
+        "eval_dot batch: keys and ys lengths differ"
+    );
     let mut out = vec![W::ZERO; keys.len()];
     if keys.is_empty() {
         return out;
     }
     let k = kx + ky;
-    assert_eq!(table.len(), 1usize << k, "eval_dot batch: table.len() != 2^k");
+    assert_eq!(
+        table.len(),
+        1usize << k,
+        "eval_dot batch: table.len() != 2^k"
+    );
     for key in keys {
         check_key(key);
         assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
@@ -632,7 +717,7 @@ fn eval_dot2_batch_impl<W: Word>(
     // Keys per group: whole small trees expanded together, up to 2^CHUNK_LEVELS leaves.
     let group = 1usize << CHUNK_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
     let span = 1usize << k;
-    let run = |ex: &mut Expander<W>, (o, (kg, (xg, yg))): (&mut [W], (&[DpfKey<W>], (&[u32], &[u32])))| {
+    let run = |ex: &mut Expander<W>, (o, (kg, (xg, yg))): BatchItem<'_, W>| {
         if d <= CHUNK_LEVELS {
             let roots: Vec<u128> = kg.iter().map(root).collect();
             ex.expand(kg, &roots, 0);
@@ -655,12 +740,15 @@ fn eval_dot2_batch_impl<W: Word>(
             }
         }
     };
-    let items = out
-        .chunks_mut(group)
-        .zip(keys.chunks(group).zip(xs.chunks(group).zip(ys.chunks(group))));
+    let items = out.chunks_mut(group).zip(
+        keys.chunks(group)
+            .zip(xs.chunks(group).zip(ys.chunks(group))),
+    );
     if keys.len() > group && (keys.len() << k) >= 1 << 14 {
         let items: Vec<_> = items.collect();
-        items.into_par_iter().for_each_init(Expander::new, |ex, item| run(ex, item));
+        items
+            .into_par_iter()
+            .for_each_init(Expander::new, |ex, item| run(ex, item));
     } else {
         let mut ex = Expander::new();
         items.for_each(|item| run(&mut ex, item));
@@ -728,7 +816,7 @@ mod tests {
         ks.push(16);
         for (i, &k) in ks.iter().enumerate() {
             let size = 1usize << k;
-            for rep in 0..3 {
+            for rep in 0..6 {
                 let alpha = match rep {
                     0 => 0,
                     1 => (size - 1) as u32,
@@ -745,7 +833,10 @@ mod tests {
                 // Single keys look random: off-point values are not all zero and the
                 // parties' values differ.
                 if size > 2 {
-                    assert!(u0.iter().enumerate().any(|(j, &v)| j != alpha as usize && v != W::ZERO));
+                    assert!(u0
+                        .iter()
+                        .enumerate()
+                        .any(|(j, &v)| j != alpha as usize && v != W::ZERO));
                     assert!(u0.iter().zip(&u1).filter(|(a, b)| a != b).count() >= size / 2);
                 }
                 // Fused dot vs onehot_dot of the reconstructed vector and of each share.
@@ -758,7 +849,10 @@ mod tests {
                 assert_eq!(d0, onehot_dot(&table, k, &[x], &u0)[0], "k={k}");
                 assert_eq!(d1, onehot_dot(&table, k, &[x], &u1)[0], "k={k}");
                 assert_eq!(d0.wadd(d1), want);
-                assert_eq!(want, table[(x as usize + size - alpha as usize) % size].wmul(beta));
+                assert_eq!(
+                    want,
+                    table[(x as usize + size - alpha as usize) % size].wmul(beta)
+                );
                 // Serialisation round trip.
                 for key in [&k0, &k1] {
                     let mut buf = vec![0xAA];
@@ -830,7 +924,8 @@ mod tests {
             let d0 = eval_dot_batch(&a0, &table, &xs);
             let d1 = eval_dot_batch(&a1, &table, &xs);
             for i in 0..n {
-                let want = table[(xs[i] as usize + size - alphas[i] as usize) % size].wrapping_mul(beta);
+                let want =
+                    table[(xs[i] as usize + size - alphas[i] as usize) % size].wrapping_mul(beta);
                 assert_eq!(d0[i].wrapping_add(d1[i]), want, "k={k} i={i}");
                 if i % 100 == 0 {
                     assert_eq!(d0[i], eval_dot(&a0[i], &table, xs[i]));
@@ -855,15 +950,21 @@ mod tests {
                 let (k0, k1) = gen(k, alpha, beta, &mut rng);
                 let (x, y) = (rng.gen_range(0..nx as u32), rng.gen_range(0..ny as u32));
                 let (xh, yh) = ((x + rx) % nx as u32, (y + ry) % ny as u32);
-                let r = eval_dot2(&k0, &table, kx, ky, xh, yh).wadd(eval_dot2(&k1, &table, kx, ky, xh, yh));
+                let r = eval_dot2(&k0, &table, kx, ky, xh, yh)
+                    .wadd(eval_dot2(&k1, &table, kx, ky, xh, yh));
                 // Per-axis rotation: the masked pair reads T[x, y].
-                assert_eq!(r, table[x as usize * ny + y as usize].wmul(beta), "kx={kx} ky={ky}");
+                assert_eq!(
+                    r,
+                    table[x as usize * ny + y as usize].wmul(beta),
+                    "kx={kx} ky={ky}"
+                );
                 // Against the naive double sum over eval_full.
                 let u0 = eval_full(&k0);
                 let mut naive = W::ZERO;
                 for a in 0..nx {
                     for b in 0..ny {
-                        let t = table[((xh as usize + nx - a) % nx) * ny + (yh as usize + ny - b) % ny];
+                        let t =
+                            table[((xh as usize + nx - a) % nx) * ny + (yh as usize + ny - b) % ny];
                         naive = naive.wadd(t.wmul(u0[a * ny + b]));
                     }
                 }
@@ -928,18 +1029,30 @@ mod tests {
             }
             assert!(DpfKey::<u32>::read_from(k, &buf).is_ok());
             // Reading with the wrong k either fails or yields a different key.
-            assert!(matches!(DpfKey::<u32>::read_from(0, &buf), Err(DpfError::BadDomain(0))));
-            assert!(matches!(DpfKey::<u32>::read_from(25, &buf), Err(DpfError::BadDomain(25))));
+            assert!(matches!(
+                DpfKey::<u32>::read_from(0, &buf),
+                Err(DpfError::BadDomain(0))
+            ));
+            assert!(matches!(
+                DpfKey::<u32>::read_from(25, &buf),
+                Err(DpfError::BadDomain(25))
+            ));
             // Corrupted header / seed LSB.
             let mut bad = buf.clone();
             bad[0] = 0x7;
-            assert!(matches!(DpfKey::<u32>::read_from(k, &bad), Err(DpfError::BadHeader(7))));
+            assert!(matches!(
+                DpfKey::<u32>::read_from(k, &bad),
+                Err(DpfError::BadHeader(7))
+            ));
             let mut bad = buf.clone();
             bad[0] = 0x1; // party 1 with control bit 0
             assert!(DpfKey::<u32>::read_from(k, &bad).is_err());
             let mut bad = buf.clone();
             bad[1] |= 1;
-            assert!(matches!(DpfKey::<u32>::read_from(k, &bad), Err(DpfError::NonCanonical(_))));
+            assert!(matches!(
+                DpfKey::<u32>::read_from(k, &bad),
+                Err(DpfError::NonCanonical(_))
+            ));
             // Party 1's key round-trips too.
             let mut b1 = Vec::new();
             k1.write_to(&mut b1);
@@ -950,6 +1063,18 @@ mod tests {
                 let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
                 assert!(DpfKey::<u32>::read_from(k, &junk).is_err());
             }
+        }
+        // Random single-byte corruptions never panic (Ok or Err, both fine).
+        let (k0, _) = gen::<u16, _>(13, 77, 9, &mut rng);
+        let mut buf = Vec::new();
+        k0.write_to(&mut buf);
+        for _ in 0..500 {
+            let mut bad = buf.clone();
+            let at = rng.gen_range(0..bad.len());
+            bad[at] ^= 1 << rng.gen_range(0..8);
+            let _ = DpfKey::<u16>::read_from(13, &bad);
+            let _ =
+                DpfKey::<u16>::read_from(rng.gen_range(0..30), &bad[..rng.gen_range(0..bad.len())]);
         }
         // Errors display.
         let e = DpfKey::<u16>::read_from(3, &[]).unwrap_err();

@@ -14,6 +14,8 @@
 //! intrinsics; see `simd_dispatch!`). Large inputs are parallelised with rayon, small
 //! ones run sequentially. Shape mismatches are caller bugs and panic via `assert!`.
 
+#![warn(missing_docs)]
+
 /// Compiles a generic `#[inline(always)]` body twice on x86_64, once as is and once
 /// with AVX2 enabled, and picks at run time. The body is the same portable Rust; only
 /// the instruction selection differs (e.g. `vpmulld` for u32 products, 8-wide lanes).

@@ -20,7 +20,11 @@ const PAR_CHUNK: usize = 1 << 12;
 /// Cost: idx.len() random reads (memory-bound), parallel for large batches.
 pub fn gather<W: Word>(tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
     let size = 1usize << k;
-    assert_eq!(tables.len(), idx.len() << k, "gather: tables.len() != idx.len()·2^k");
+    assert_eq!(
+        tables.len(),
+        idx.len() << k,
+        "gather: tables.len() != idx.len()·2^k"
+    );
     let mut out = vec![W::ZERO; idx.len()];
     let run = |(c, o): (usize, &mut [W])| {
         let base = c * PAR_CHUNK;
@@ -44,7 +48,11 @@ pub fn gather<W: Word>(tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
 pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) -> Vec<W> {
     assert_eq!(ix.len(), iy.len(), "gather2: ix and iy lengths differ");
     let k = kx + ky;
-    assert_eq!(tables.len(), ix.len() << k, "gather2: tables.len() != n·2^(kx+ky)");
+    assert_eq!(
+        tables.len(),
+        ix.len() << k,
+        "gather2: tables.len() != n·2^(kx+ky)"
+    );
     let mut out = vec![W::ZERO; ix.len()];
     let run = |(c, o): (usize, &mut [W])| {
         let base = c * PAR_CHUNK;
@@ -72,7 +80,11 @@ pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) 
 /// multiply-adds, parallel over lookups.
 pub fn onehot_dot<W: Word>(table: &[W], k: u32, idx: &[u32], u: &[W]) -> Vec<W> {
     assert_eq!(table.len(), 1usize << k, "onehot_dot: table.len() != 2^k");
-    assert_eq!(u.len(), idx.len() << k, "onehot_dot: u.len() != idx.len()·2^k");
+    assert_eq!(
+        u.len(),
+        idx.len() << k,
+        "onehot_dot: u.len() != idx.len()·2^k"
+    );
     let rev = reverse_table2(table, 0, k);
     let size = 1usize << k;
     let mut out = vec![W::ZERO; idx.len()];
@@ -309,7 +321,10 @@ mod tests {
             let iy: Vec<u32> = (0..n).map(|_| rng.gen_range(0..ny as u32)).collect();
             let g = gather2(&tables, kx, ky, &ix, &iy);
             for i in 0..n {
-                assert_eq!(g[i], tables[i * nx * ny + ix[i] as usize * ny + iy[i] as usize]);
+                assert_eq!(
+                    g[i],
+                    tables[i * nx * ny + ix[i] as usize * ny + iy[i] as usize]
+                );
             }
         }
     }
@@ -338,7 +353,13 @@ mod tests {
         let tables = rand_words::<u32>(&mut rng, n << k);
         let idx: Vec<u32> = (0..n).map(|_| rng.gen_range(0..16)).collect();
         let g = gather(&tables, k, &idx);
-        let g2 = gather2(&tables, 1, 3, &idx.iter().map(|v| v >> 3).collect::<Vec<_>>(), &idx.iter().map(|v| v & 7).collect::<Vec<_>>());
+        let g2 = gather2(
+            &tables,
+            1,
+            3,
+            &idx.iter().map(|v| v >> 3).collect::<Vec<_>>(),
+            &idx.iter().map(|v| v & 7).collect::<Vec<_>>(),
+        );
         assert_eq!(g, g2);
         for i in 0..n {
             assert_eq!(g[i], tables[(i << k) + idx[i] as usize]);
@@ -347,7 +368,9 @@ mod tests {
         let d = onehot_dot(&table, k, &idx, &tables);
         for i in (0..n).step_by(97) {
             let want = (0..16).fold(0u32, |s, j| {
-                s.wrapping_add(table[(idx[i] as usize + 16 - j) % 16].wrapping_mul(tables[i * 16 + j]))
+                s.wrapping_add(
+                    table[(idx[i] as usize + 16 - j) % 16].wrapping_mul(tables[i * 16 + j]),
+                )
             });
             assert_eq!(d[i], want);
         }
@@ -365,6 +388,6 @@ mod tests {
         let b = vec![u64::MAX; 33];
         assert_eq!(dot(&a, &b), 33);
         let a = vec![0x8000u16; 31];
-        assert_eq!(dot(&a, &vec![3u16; 31]), 0x8000);
+        assert_eq!(dot(&a, &[3u16; 31]), 0x8000);
     }
 }

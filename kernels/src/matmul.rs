@@ -3,7 +3,8 @@
 //! Layout follows the GotoBLAS scheme, because it is what lets plain Rust reach vector
 //! throughput: B is packed into KC×NR column panels and A into MR×KC row panels, so the
 //! micro-kernel streams two contiguous buffers and keeps an MR×NR accumulator tile in
-//! registers (MR = 4 rows; NR = 64 bytes of words: 32 u16, 16 u32, 8 u64). Wrapping
+//! registers (MR = 4 rows; NR = 32 u16, 16 u32 or 4 u64 columns: 64-bit products have no
+//! AVX2 instruction, and a narrower tile leaves registers for their emulation). Wrapping
 //! arithmetic is associative, so any summation order gives the exact ring result.
 //! Row blocks of C are distributed over rayon threads; small products run sequentially
 //! on a simple row-axpy loop.
@@ -63,8 +64,16 @@ pub fn matmul_batched<W: Word>(
     k: usize,
     n: usize,
 ) -> Vec<W> {
-    assert_eq!(a.len(), batch * m * k, "matmul_batched: a has the wrong length");
-    assert_eq!(b.len(), batch * k * n, "matmul_batched: b has the wrong length");
+    assert_eq!(
+        a.len(),
+        batch * m * k,
+        "matmul_batched: a has the wrong length"
+    );
+    assert_eq!(
+        b.len(),
+        batch * k * n,
+        "matmul_batched: b has the wrong length"
+    );
     let mut c = vec![W::ZERO; batch * m * n];
     if m * n == 0 {
         return c;
@@ -179,7 +188,7 @@ fn gemm<W: Word>(
 /// Rows per micro-tile.
 const MR: usize = 4;
 
-/// Columns per micro-tile: 64 bytes of words.
+/// Columns per micro-tile (see the module docs).
 fn nr_of<W: Word>() -> usize {
     match W::BITS {
         16 => 32,
@@ -228,7 +237,15 @@ fn pack_b<W: Word>(
 
 /// Packs A[ic..ic+mcb, pc..pc+kc] into panels of MR rows: panel q holds `kc` groups of
 /// MR words (column kk of the MR rows), zero-padded past row mcb.
-fn pack_a<W: Word>(a: &[W], k: usize, ic: usize, mcb: usize, pc: usize, kc: usize, out: &mut Vec<W>) {
+fn pack_a<W: Word>(
+    a: &[W],
+    k: usize,
+    ic: usize,
+    mcb: usize,
+    pc: usize,
+    kc: usize,
+    out: &mut Vec<W>,
+) {
     let panels = mcb.div_ceil(MR);
     out.clear();
     out.resize(panels * kc * MR, W::ZERO);
@@ -418,7 +435,11 @@ mod tests {
     #[test]
     fn batched_matches_individual() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for &(batch, m, k, n) in &[(3usize, 5usize, 7usize, 9usize), (12, 33, 64, 65), (2, 130, 64, 130)] {
+        for &(batch, m, k, n) in &[
+            (3usize, 5usize, 7usize, 9usize),
+            (12, 33, 64, 65),
+            (2, 130, 64, 130),
+        ] {
             let a = rand_words::<u64>(&mut rng, batch * m * k);
             let b = rand_words::<u64>(&mut rng, batch * k * n);
             let c = matmul_batched(&a, &b, batch, m, k, n);
@@ -432,7 +453,14 @@ mod tests {
     #[test]
     fn transpose_matches_naive() {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
-        for &(r, c) in &[(1usize, 1usize), (1, 65), (65, 1), (3, 17), (63, 130), (300, 257)] {
+        for &(r, c) in &[
+            (1usize, 1usize),
+            (1, 65),
+            (65, 1),
+            (3, 17),
+            (63, 130),
+            (300, 257),
+        ] {
             let a = rand_words::<u16>(&mut rng, r * c);
             let t = transpose(&a, r, c);
             for i in 0..r {

@@ -223,7 +223,9 @@ mod tests {
     #[test]
     fn prg_halves_differ_and_batch_matches_single() {
         let prg = Prg::fixed();
-        let seeds: Vec<u128> = (0..37u128).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c)).collect();
+        let seeds: Vec<u128> = (0..37u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c))
+            .collect();
         let mut l = vec![0; seeds.len()];
         let mut r = vec![0; seeds.len()];
         prg.double_batch(&seeds, &mut l, &mut r);
@@ -270,6 +272,9 @@ mod tests {
         let c = Aes128::new(&seed.into());
         let mut z = [0u128];
         encrypt_in_place(&c, &mut z);
-        assert_eq!(expand_seed::<u64>(seed, 2), vec![z[0] as u64, (z[0] >> 64) as u64]);
+        assert_eq!(
+            expand_seed::<u64>(seed, 2),
+            vec![z[0] as u64, (z[0] >> 64) as u64]
+        );
     }
 }

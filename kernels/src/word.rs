@@ -13,11 +13,17 @@ pub trait Word:
 {
     /// The ring is Z/2^BITS.
     const BITS: u32;
+    /// 0 of the ring.
     const ZERO: Self;
+    /// 1 of the ring.
     const ONE: Self;
+    /// Sum mod 2^BITS.
     fn wadd(self, o: Self) -> Self;
+    /// Difference mod 2^BITS.
     fn wsub(self, o: Self) -> Self;
+    /// Product mod 2^BITS.
     fn wmul(self, o: Self) -> Self;
+    /// Additive inverse mod 2^BITS.
     fn wneg(self) -> Self;
     /// Truncating cast from u64 (reduction mod 2^BITS).
     fn from_u64(v: u64) -> Self;
@@ -29,7 +35,9 @@ pub trait Word:
     fn to_u64(self) -> u64;
     /// Signed representative in [-2^(BITS-1), 2^(BITS-1)).
     fn to_i64(self) -> i64;
+    /// Logical right shift (requires s < BITS).
     fn shr(self, s: u32) -> Self;
+    /// Left shift mod 2^BITS (requires s < BITS).
     fn shl(self, s: u32) -> Self;
     /// Bitwise AND (used for branch-free selects: `x.band(Self::mask(bit))`).
     fn band(self, o: Self) -> Self;

@@ -92,7 +92,7 @@ fn read_keys<O: Ring>(k: u32, n: usize, buf: &[u8]) -> Result<Vec<DpfKey<O>>> {
 }
 
 /// The public index bits of window `w` of [[z]] as this party sees them.
-fn public_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>> {
+pub(crate) fn public_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>> {
     if let Some(h) = &z.hat {
         return Ok(h.iter().map(|v| v.window(w.j, w.k)).collect());
     }

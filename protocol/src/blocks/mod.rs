@@ -8,6 +8,7 @@ pub mod lut;
 pub mod matmul;
 pub mod open;
 pub mod product;
+pub mod trunc;
 
 use crate::ring::Ring;
 
