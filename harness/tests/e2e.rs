@@ -1,0 +1,105 @@
+//! End to end: the whole quantized BERT under the protocol equals the plaintext quantized
+//! model run with the same carries, over in-process channels and TCP, for every
+//! quantization config and table mode; and bad requests fail cleanly.
+
+use harness::quant::QuantConfig;
+use harness::run::{run, ModelSource, RunSpec};
+use protocol::net::NetProfile;
+use protocol::session::LocalTransport;
+use protocol::LutMode;
+
+fn tiny(layers: usize, quant: &str) -> RunSpec {
+    RunSpec {
+        model: ModelSource::Random("bert-tiny".into()),
+        layers: Some(layers),
+        seq: 12,
+        batch: 1,
+        quant: QuantConfig::parse(quant).unwrap(),
+        net: NetProfile::none(),
+        dealer_seed: Some(11),
+        ..RunSpec::default()
+    }
+}
+
+fn check(spec: &RunSpec) -> harness::report::RunReport {
+    let r = run(spec, None).expect("run");
+    assert_eq!(r.verified, Some(true), "secure != plaintext with the same carries: {spec:?}");
+    assert_eq!(r.logits.len(), spec.batch * 2);
+    assert!(r.online_bytes > 0 && r.rounds > 0 && r.offline_bytes > 0);
+    r
+}
+
+#[test]
+fn one_layer_in_process_and_over_tcp() {
+    let mut s = tiny(1, "w1a4");
+    let mem = check(&s);
+    s.transport = LocalTransport::Tcp;
+    let tcp = check(&s);
+    // same seeds, same transcript sizes and the same output
+    assert_eq!(mem.logits, tcp.logits);
+    assert_eq!(mem.online_bytes, tcp.online_bytes);
+    assert_eq!(mem.rounds, tcp.rounds);
+}
+
+#[test]
+fn two_layers_every_config_and_table_mode() {
+    for q in ["w1a4", "w1a8", "w8a8"] {
+        for mode in [LutMode::Auto, LutMode::Rotated, LutMode::Dpf] {
+            let mut s = tiny(2, q);
+            s.lut_mode = mode;
+            check(&s);
+        }
+    }
+}
+
+#[test]
+fn two_layers_over_tcp_with_a_batch_of_two() {
+    let mut s = tiny(2, "w1a8");
+    s.batch = 2;
+    s.transport = LocalTransport::Tcp;
+    let r = check(&s);
+    assert_eq!(r.logits.len(), 4);
+}
+
+#[test]
+fn eight_bit_model_tracks_the_float_model() {
+    // with 8-bit weights and activations the quantized logits stay close to float
+    let r = check(&tiny(2, "w8a8"));
+    assert!(r.max_abs_err_vs_float < 0.3, "w8a8 error vs float {}", r.max_abs_err_vs_float);
+    assert_eq!(r.out_of_window, Some(0));
+}
+
+#[test]
+fn rounds_match_the_flight_plan() {
+    // 20 flights per encoder layer (the design simulation counted 22 with one more
+    // opening in attention), plus input, pooler and output
+    let one = check(&tiny(1, "w1a4")).rounds;
+    let two = check(&tiny(2, "w1a4")).rounds;
+    assert_eq!(two - one, 20);
+    assert_eq!(one, 24);
+}
+
+#[test]
+fn emulated_latency_is_paid_per_round() {
+    let mut s = tiny(1, "w1a4");
+    s.net = NetProfile::parse("10gbps,4ms").unwrap();
+    let r = check(&s);
+    // every round costs at least half an RTT one way
+    assert!(r.online_s >= r.rounds as f64 * 0.002, "{} s for {} rounds", r.online_s, r.rounds);
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let mut s = tiny(1, "w1a4");
+    s.seq = 100_000;
+    assert!(run(&s, None).unwrap_err().to_string().contains("--seq"));
+    let mut s = tiny(5, "w1a4");
+    s.layers = Some(5);
+    assert!(run(&s, None).unwrap_err().to_string().contains("layers"));
+    let mut s = tiny(1, "w1a4");
+    s.model = ModelSource::File("/nonexistent/model.safetensors".into(), "bert-tiny".into());
+    assert!(run(&s, None).is_err());
+    let mut s = tiny(1, "w1a4");
+    s.model = ModelSource::Random("gpt-5".into());
+    assert!(run(&s, None).unwrap_err().to_string().contains("unknown model"));
+}
