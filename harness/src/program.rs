@@ -36,7 +36,8 @@ pub struct Tables {
     gelu: Table<u32>,
     tanh: Table<u32>,
     exp: Table<u32>,
-    ln: Table<u64>,
+    ln32: Table<u32>,
+    ln64: Table<u64>,
     p: Table<u32>,
     rsqrt: Table<u64>,
     ya: Table<u32>,
@@ -50,7 +51,8 @@ impl Tables {
             gelu: c.t_gelu(),
             tanh: c.t_tanh(),
             exp: c.t_exp(),
-            ln: c.t_ln(),
+            ln32: c.t_ln(),
+            ln64: c.t_ln(),
             p: c.t_p(),
             rsqrt: c.t_rsqrt(),
             ya: c.t_requant(c.k_req()),
@@ -102,28 +104,29 @@ impl BertProgram<'_> {
         Ok((e.open_finish(pa)?, e.open_finish(pr)?))
     }
 
-    fn layer(
+    /// Requantize Q, K, V, open them, and compute the attention probabilities (8 bits) by
+    /// the log-sum-exp softmax; the score path runs in ring S. Returns P and V by heads.
+    #[allow(clippy::too_many_arguments)]
+    fn attention<S: protocol::ring::Ring>(
         &self,
         e: &mut Engine,
         l: usize,
-        x: Masked<u32>,
-        res: Additive<u64>,
-    ) -> Result<(Masked<u32>, Additive<u64>)> {
+        zq: &Masked<u32>,
+        zk: &Masked<u32>,
+        zv: &Masked<u32>,
+        req: &Table<S>,
+        ln: &Table<S>,
+    ) -> Result<(Masked<u32>, Masked<u32>)> {
         let c = &self.consts;
         let t = &self.tables;
         let s = &self.shapes;
         let ly = l as u16;
-        let split = Move::SplitHeads { batch: s.batch, heads: s.heads };
-
-        e.at(ly, OpKind::Linear);
         let wq = c.w_qkv();
-        let zq = e.linear(&x, &name(l, "q"), &[wq])?;
-        let zk = e.linear(&x, &name(l, "k"), &[wq])?;
-        let zv = e.linear(&x, &name(l, "v"), &[wq])?;
+        let split = Move::SplitHeads { batch: s.batch, heads: s.heads };
         e.at(ly, OpKind::Requant);
-        let q = e.lut(&zq, wq, &t.req64)?;
-        let k = e.lut(&zk, wq, &t.req64)?;
-        let v = e.lut(&zv, wq, &t.req32)?;
+        let q = e.lut(zq, wq, req)?;
+        let k = e.lut(zk, wq, req)?;
+        let v = e.lut(zv, wq, &t.req32)?;
         let pq = e.open_start(&q, Reveal::Both)?;
         let pk = e.open_start(&k, Reveal::Both)?;
         let pv = e.open_start(&v, Reveal::Both)?;
@@ -142,11 +145,36 @@ impl BertProgram<'_> {
         let ex = e.lut(&sm, c.w_exp(), &t.exp)?;
         let esum = e.sum_last(&ex);
         let em = e.open(&esum, Reveal::Both)?;
-        let lse = e.lut(&em, c.w_ln(), &t.ln)?;
+        let lse = e.lut(&em, c.w_ln(), ln)?;
         let lm = e.open(&lse, Reveal::Both)?;
         let d = e.sub_masked(&sm, &lm)?;
         let p = e.lut(&d, c.w_p(), &t.p)?;
         let pm = e.open(&p, Reveal::Both)?;
+        Ok((pm, vh))
+    }
+
+    fn layer(
+        &self,
+        e: &mut Engine,
+        l: usize,
+        x: Masked<u32>,
+        res: Additive<u64>,
+    ) -> Result<(Masked<u32>, Additive<u64>)> {
+        let c = &self.consts;
+        let t = &self.tables;
+        let s = &self.shapes;
+        let ly = l as u16;
+
+        e.at(ly, OpKind::Linear);
+        let wq = c.w_qkv();
+        let zq = e.linear(&x, &name(l, "q"), &[wq])?;
+        let zk = e.linear(&x, &name(l, "k"), &[wq])?;
+        let zv = e.linear(&x, &name(l, "v"), &[wq])?;
+        let (pm, vh) = if c.scores_in_u32() {
+            self.attention::<u32>(e, l, &zq, &zk, &zv, &t.req32, &t.ln32)?
+        } else {
+            self.attention::<u64>(e, l, &zq, &zk, &zv, &t.req64, &t.ln64)?
+        };
 
         e.at(ly, OpKind::AttnMatmul);
         let ctx = e.matmul_masked(&pm, &vh, None)?;
@@ -195,7 +223,11 @@ impl Program for BertProgram<'_> {
             for (w, din, dout) in [("q", h, h), ("k", h, h), ("v", h, h), ("o", h, h), ("ffn1", h, f), ("ffn2", f, h)] {
                 e.register_linear::<u32>(&name(l, w), din, dout)?;
             }
-            e.register_vector::<u64>(&name(l, "c"), 1)?;
+            if self.consts.scores_in_u32() {
+                e.register_vector::<u32>(&name(l, "c"), 1)?;
+            } else {
+                e.register_vector::<u64>(&name(l, "c"), 1)?;
+            }
             e.register_vector::<u64>(&name(l, "ln1.g"), h)?;
             e.register_vector::<u64>(&name(l, "ln2.g"), h)?;
         }

@@ -75,7 +75,6 @@ pub struct Consts {
     /// log2 of the largest LayerNorm input variance the rsqrt window covers.
     pub var_log2: u32,
     pub kv: u32,
-    /// Sequence length (public; enters the softmax scales).
     pub n: usize,
     pub hidden: usize,
     pub ln_eps: f64,
@@ -91,7 +90,10 @@ impl Consts {
             ey: 3 - a as i32,
             eg: 3 - a as i32,
             fa: 29 - a,
-            fc: 24,
+            // 4-bit activations: the score path fits Z/2^32 (n s 2^16 < 2^30 for n <= 512);
+            // 8-bit: the private score scale c = s_q s_k / sqrt(d) is ~1e-4, so it needs 24
+            // fractional bits and the score path runs in Z/2^64.
+            fc: if a <= 4 { 16 } else { 24 },
             // exp outputs in Z/2^32: n e^sat 2^fe must stay below 2^30
             fe: (30 - (seq.max(2) as f64).log2().ceil() as i64 - (8.0f64 * std::f64::consts::LOG2_E).ceil() as i64)
                 .clamp(4, 16) as u32,
@@ -108,6 +110,10 @@ impl Consts {
             hidden: cfg.hidden,
             ln_eps: cfg.ln_eps as f64,
         }
+    }
+    /// Whether the score path (Q K^T, softmax up to p) runs in Z/2^32 (else Z/2^64).
+    pub fn scores_in_u32(&self) -> bool {
+        self.fc <= 16
     }
     fn step(e: i32) -> f64 {
         2f64.powi(e)
@@ -222,7 +228,7 @@ impl Consts {
         })
     }
     /// ln(E / 2^fe) at the centred-score scale n 2^fc.
-    pub fn t_ln(&self) -> Table<u64> {
+    pub fn t_ln<O: protocol::ring::Ring>(&self) -> Table<O> {
         let w = self.w_ln();
         let (fe, sc) = (self.fe, self.s_scale());
         Table::from_fn(w.k, false, move |i| {
@@ -445,9 +451,15 @@ mod tests {
                 for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh(), c.w_ln()] {
                     assert!(w.j + w.k <= 32, "{q} {seq} {w:?}");
                 }
-                for w in [c.w_exp(), c.w_p(), c.w_var(), c.w_ya(), c.w_yres()] {
+                for w in [c.w_var(), c.w_ya(), c.w_yres()] {
                     assert!(w.j + w.k <= 64, "{q} {seq} {w:?}");
                 }
+                let score_bits = if c.scores_in_u32() { 32 } else { 64 };
+                for w in [c.w_exp(), c.w_p()] {
+                    assert!(w.j + w.k <= score_bits, "{q} {seq} {w:?}");
+                }
+                // the largest centred score word n 32 2^fc stays inside its ring
+                assert!((seq as f64 * 32.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64);
                 // the exp and p windows cover at least +-32 and +-16 in score units
                 let half = |w: Window| 2f64.powi((w.j + w.k - 1) as i32) / (seq as f64 * 2f64.powi(c.fc as i32));
                 assert!(half(c.w_exp()) >= 32.0 && half(c.w_p()) >= 16.0);
@@ -463,8 +475,9 @@ mod tests {
         assert_eq!(t.entries[(1 << c.k_req()) - 4].to_i64(), -1);
         assert_eq!(t.entries[(1 << (c.k_req() - 1)) - 1].to_i64(), 127); // clipped
         let g = c.t_gelu();
-        // index step 1/64: index 64 is x = 1.0, gelu(1) = 0.8413 -> 13 (step 1/16)
-        assert_eq!(g.entries[64].to_i64(), 13);
+        // a = 8: output step 1/32, index step 1/128: index 128 is x = 1.0,
+        // gelu(1) = 0.8413 -> 27 output steps
+        assert_eq!(g.entries[128].to_i64(), 27);
         let p = c.t_p();
         assert_eq!(p.entries[0], 255); // d = 0 -> 256 clipped
         let rs = c.t_rsqrt();
