@@ -11,7 +11,11 @@ use protocol::{LutMode, Role};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "harness", version, about = "Secure two-party inference of quantized BERT")]
+#[command(
+    name = "harness",
+    version,
+    about = "Secure two-party inference of quantized BERT"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

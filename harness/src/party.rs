@@ -41,21 +41,38 @@ pub fn run_party(role: &str, p0: &str, p1: &str, timeout: Duration, spec: &RunSp
         }
         PartyId::P1 => {
             let l = tcp::Listener::bind(p1).with_context(|| format!("binding {p1}"))?;
-            e.ctx.connect(tcp::connect(p0, PartyId::P1, PartyId::P0, &link, timeout)?);
+            e.ctx
+                .connect(tcp::connect(p0, PartyId::P1, PartyId::P0, &link, timeout)?);
             for t in l.accept_all(PartyId::P1, &[PartyId::Dealer], &link)? {
                 e.ctx.connect(t);
             }
         }
         PartyId::Dealer => {
-            e.ctx.connect(tcp::connect(p0, PartyId::Dealer, PartyId::P0, &link, timeout)?);
-            e.ctx.connect(tcp::connect(p1, PartyId::Dealer, PartyId::P1, &link, timeout)?);
+            e.ctx.connect(tcp::connect(
+                p0,
+                PartyId::Dealer,
+                PartyId::P0,
+                &link,
+                timeout,
+            )?);
+            e.ctx.connect(tcp::connect(
+                p1,
+                PartyId::Dealer,
+                PartyId::P1,
+                &link,
+                timeout,
+            )?);
         }
     }
     let prog = BertProgram {
         shapes: prep.shapes.clone(),
         consts: prep.consts.clone(),
         tables: Tables::new(&prep.consts),
-        input: if me == PartyId::P1 { Some(prep.input.clone()) } else { None },
+        input: if me == PartyId::P1 {
+            Some(prep.input.clone())
+        } else {
+            None
+        },
         progress: None,
     };
     let rep = drive(&mut e, &prog)?;
@@ -75,7 +92,8 @@ pub fn run_party(role: &str, p0: &str, p1: &str, timeout: Duration, spec: &RunSp
         println!("P1: logits {v:?}");
         if let Some(s) = spec.dealer_seed.filter(|_| spec.verify) {
             let seeds = protocol::seed::DealerSeeds::from_master(s);
-            let (same, _) = protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
+            let (same, _) =
+                protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
             if same.as_ref() != Some(&logits) {
                 bail!("verification failed: secure logits differ from the plaintext model with the same carries");
             }

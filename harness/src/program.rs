@@ -122,7 +122,10 @@ impl BertProgram<'_> {
         let s = &self.shapes;
         let ly = l as u16;
         let wq = c.w_qkv();
-        let split = Move::SplitHeads { batch: s.batch, heads: s.heads };
+        let split = Move::SplitHeads {
+            batch: s.batch,
+            heads: s.heads,
+        };
         e.at(ly, OpKind::Requant);
         let q = e.lut(zq, wq, req)?;
         let k = e.lut(zk, wq, req)?;
@@ -220,7 +223,14 @@ impl Program for BertProgram<'_> {
         let s = &self.shapes;
         let (h, f) = (s.hidden, s.ffn);
         for l in 0..s.layers {
-            for (w, din, dout) in [("q", h, h), ("k", h, h), ("v", h, h), ("o", h, h), ("ffn1", h, f), ("ffn2", f, h)] {
+            for (w, din, dout) in [
+                ("q", h, h),
+                ("k", h, h),
+                ("v", h, h),
+                ("o", h, h),
+                ("ffn1", h, f),
+                ("ffn2", f, h),
+            ] {
                 e.register_linear::<u32>(&name(l, w), din, dout)?;
             }
             if self.consts.scores_in_u32() {

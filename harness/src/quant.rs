@@ -31,7 +31,10 @@ impl QuantConfig {
         if !(1..=8).contains(&w) || !matches!(a, 4 | 8) {
             return Err(format!("{s}: weights take 1..8 bits, activations 4 or 8"));
         }
-        Ok(QuantConfig { w_bits: w, a_bits: a })
+        Ok(QuantConfig {
+            w_bits: w,
+            a_bits: a,
+        })
     }
 }
 
@@ -95,7 +98,9 @@ impl Consts {
             // fractional bits and the score path runs in Z/2^64.
             fc: if a <= 4 { 16 } else { 24 },
             // exp outputs in Z/2^32: n e^sat 2^fe must stay below 2^30
-            fe: (30 - (seq.max(2) as f64).log2().ceil() as i64 - (8.0f64 * std::f64::consts::LOG2_E).ceil() as i64)
+            fe: (30
+                - (seq.max(2) as f64).log2().ceil() as i64
+                - (8.0f64 * std::f64::consts::LOG2_E).ceil() as i64)
                 .clamp(4, 16) as u32,
             sat: 8.0,
             kl: 16,
@@ -130,21 +135,33 @@ impl Consts {
     }
     /// Q/K/V linear -> a-bit window.
     pub fn w_qkv(&self) -> Window {
-        Window { j: self.fa - self.g, k: self.k_req() }
+        Window {
+            j: self.fa - self.g,
+            k: self.k_req(),
+        }
     }
     /// Linear output (2^flin in Z/2^32) -> residual stream 2^fres by truncation
     /// (`trunc_ext`): the whole rest of the ring, values within +-2^(31 - flin).
     pub fn w_res(&self) -> Window {
-        Window { j: self.flin - self.fres, k: 32 - (self.flin - self.fres) }
+        Window {
+            j: self.flin - self.fres,
+            k: 32 - (self.flin - self.fres),
+        }
     }
     /// FFN1 -> GELU: step SG / 2^g over +-16.
     pub fn w_gelu(&self) -> Window {
         let e = self.eg - self.g as i32; // log2 of the index step
-        Window { j: (self.flin as i32 + e) as u32, k: (5 - e) as u32 }
+        Window {
+            j: (self.flin as i32 + e) as u32,
+            k: (5 - e) as u32,
+        }
     }
     /// Pooler -> tanh: step 1/64 over +-8.
     pub fn w_tanh(&self) -> Window {
-        Window { j: self.flin - 6, k: 10 }
+        Window {
+            j: self.flin - 6,
+            k: 10,
+        }
     }
     /// Scale of the centred scores n s 2^fc, as a float multiplier.
     fn s_scale(&self) -> f64 {
@@ -162,7 +179,10 @@ impl Consts {
     pub fn w_ln(&self) -> Window {
         let emax = self.n as f64 * self.sat.exp() * 2f64.powi(self.fe as i32);
         let top = emax.log2().ceil() as u32 + 1;
-        Window { j: top.saturating_sub(self.kl), k: self.kl }
+        Window {
+            j: top.saturating_sub(self.kl),
+            k: self.kl,
+        }
     }
     /// d = s - L -> p: step <= 1/8 over >= +-16 (finer than the 8-bit output needs for
     /// the probabilities that matter: p >= 1/16 changes by < 1 LSB per step).
@@ -174,16 +194,25 @@ impl Consts {
     pub fn w_var(&self) -> Window {
         let h3 = 3.0 * (self.hidden as f64).log2();
         let top = (h3 + 2.0 * self.fres as f64 + self.var_log2 as f64).ceil() as u32 + 1;
-        Window { j: top - self.kv, k: self.kv }
+        Window {
+            j: top - self.kv,
+            k: self.kv,
+        }
     }
     /// LayerNorm output y 2^fy -> a-bit.
     pub fn w_ya(&self) -> Window {
-        Window { j: (self.fy as i32 + self.ey) as u32 - self.g, k: self.k_req() }
+        Window {
+            j: (self.fy as i32 + self.ey) as u32 - self.g,
+            k: self.k_req(),
+        }
     }
     /// LayerNorm output -> residual encoding 2^(fres - fg) by truncation (`trunc_ext`),
     /// values within +-64.
     pub fn w_yres(&self) -> Window {
-        Window { j: self.fy - self.yres_bits(), k: self.yres_bits() + 8 }
+        Window {
+            j: self.fy - self.yres_bits(),
+            k: self.yres_bits() + 8,
+        }
     }
     /// Step of the residual-path LayerNorm output: 2^-(fres - fg).
     pub fn yres_bits(&self) -> u32 {
@@ -201,7 +230,9 @@ impl Consts {
     /// Index with `g` guard bits -> a-bit value, clipped.
     pub fn t_requant<O: protocol::ring::Ring>(&self, k: u32) -> Table<O> {
         let (g, amax) = (self.g, self.amax);
-        Table::from_fn(k, true, move |i| Self::round_div(i, g).clamp(-amax - 1, amax))
+        Table::from_fn(k, true, move |i| {
+            Self::round_div(i, g).clamp(-amax - 1, amax)
+        })
     }
     pub fn t_gelu(&self) -> Table<u32> {
         let w = self.w_gelu();
@@ -361,11 +392,20 @@ fn qlinear(lin: &Linear, bits: u8, input: InputSide, s_out: f64, f: u32, fg: u32
     } else {
         QWeights::Int(w)
     };
-    QLinear { d_in: din, d_out: dout, w, in_scale, out_scale, bias }
+    QLinear {
+        d_in: din,
+        d_out: dout,
+        w,
+        in_scale,
+        out_scale,
+        bias,
+    }
 }
 
 fn fixed(v: &[f32], bits: u32) -> Vec<i64> {
-    v.iter().map(|&x| (x as f64 * 2f64.powi(bits as i32)).round() as i64).collect()
+    v.iter()
+        .map(|&x| (x as f64 * 2f64.powi(bits as i32)).round() as i64)
+        .collect()
 }
 
 /// The name of a layer's tensor in the private model and the registry.
@@ -385,46 +425,120 @@ pub fn quantize(
     let dh = w.config.head_dim() as f64;
     let amax = c.amax as f64;
     for (l, lw) in w.layers.iter().take(layers).enumerate() {
-        let prev = if l == 0 { &w.emb.ln } else { &w.layers[l - 1].ln2 };
+        let prev = if l == 0 {
+            &w.emb.ln
+        } else {
+            &w.layers[l - 1].ln2
+        };
         let sc = &scales[l];
-        let inp = || InputSide { step: c.sy(), ln: Some(prev) };
-        m.linears.insert(name(l, "q"), qlinear(&lw.q, q.w_bits, inp(), sc.s_q, c.fa, c.fg));
-        m.linears.insert(name(l, "k"), qlinear(&lw.k, q.w_bits, inp(), sc.s_k, c.fa, c.fg));
-        m.linears.insert(name(l, "v"), qlinear(&lw.v, q.w_bits, inp(), sc.s_v, c.fa, c.fg));
+        let inp = || InputSide {
+            step: c.sy(),
+            ln: Some(prev),
+        };
+        m.linears.insert(
+            name(l, "q"),
+            qlinear(&lw.q, q.w_bits, inp(), sc.s_q, c.fa, c.fg),
+        );
+        m.linears.insert(
+            name(l, "k"),
+            qlinear(&lw.k, q.w_bits, inp(), sc.s_k, c.fa, c.fg),
+        );
+        m.linears.insert(
+            name(l, "v"),
+            qlinear(&lw.v, q.w_bits, inp(), sc.s_v, c.fa, c.fg),
+        );
         let score = sc.s_q * sc.s_k / dh.sqrt() * 2f64.powi(c.fc as i32);
         m.vectors.insert(name(l, "c"), vec![score.round() as i64]);
         let ctx_step = sc.s_v / 256.0;
         m.linears.insert(
             name(l, "o"),
-            qlinear(&lw.o, q.w_bits, InputSide { step: ctx_step, ln: None }, 1.0, c.flin, c.fg),
+            qlinear(
+                &lw.o,
+                q.w_bits,
+                InputSide {
+                    step: ctx_step,
+                    ln: None,
+                },
+                1.0,
+                c.flin,
+                c.fg,
+            ),
         );
         m.linears.insert(
             name(l, "ffn1"),
-            qlinear(&lw.ffn1, q.w_bits, InputSide { step: c.sy(), ln: Some(&lw.ln1) }, 1.0, c.flin, c.fg),
+            qlinear(
+                &lw.ffn1,
+                q.w_bits,
+                InputSide {
+                    step: c.sy(),
+                    ln: Some(&lw.ln1),
+                },
+                1.0,
+                c.flin,
+                c.fg,
+            ),
         );
         m.linears.insert(
             name(l, "ffn2"),
-            qlinear(&lw.ffn2, q.w_bits, InputSide { step: c.sg(), ln: None }, 1.0, c.flin, c.fg),
+            qlinear(
+                &lw.ffn2,
+                q.w_bits,
+                InputSide {
+                    step: c.sg(),
+                    ln: None,
+                },
+                1.0,
+                c.flin,
+                c.fg,
+            ),
         );
         for (t, ln) in [("ln1", &lw.ln1), ("ln2", &lw.ln2)] {
-            m.vectors.insert(name(l, &format!("{t}.g")), fixed(&ln.gamma, c.fg));
-            m.vectors.insert(name(l, &format!("{t}.b")), fixed(&ln.beta, c.fres));
+            m.vectors
+                .insert(name(l, &format!("{t}.g")), fixed(&ln.gamma, c.fg));
+            m.vectors
+                .insert(name(l, &format!("{t}.b")), fixed(&ln.beta, c.fres));
         }
     }
-    m.vectors.insert("emb.g".into(), fixed(&w.emb.ln.gamma, c.fg));
-    m.vectors.insert("emb.b".into(), fixed(&w.emb.ln.beta, c.fres));
-    let last = if layers == 0 { &w.emb.ln } else { &w.layers[layers - 1].ln2 };
+    m.vectors
+        .insert("emb.g".into(), fixed(&w.emb.ln.gamma, c.fg));
+    m.vectors
+        .insert("emb.b".into(), fixed(&w.emb.ln.beta, c.fres));
+    let last = if layers == 0 {
+        &w.emb.ln
+    } else {
+        &w.layers[layers - 1].ln2
+    };
     if let Some(p) = &w.pooler {
         m.linears.insert(
             "pool".into(),
-            qlinear(p, q.w_bits, InputSide { step: c.sy(), ln: Some(last) }, 1.0, c.flin, c.fg),
+            qlinear(
+                p,
+                q.w_bits,
+                InputSide {
+                    step: c.sy(),
+                    ln: Some(last),
+                },
+                1.0,
+                c.flin,
+                c.fg,
+            ),
         );
     }
     if let Some(cls) = &w.classifier {
         // the head is small: 8-bit weights whatever the body uses
         m.linears.insert(
             "cls".into(),
-            qlinear(cls, 8, InputSide { step: 1.0 / amax, ln: None }, 1.0, c.fl, c.fg),
+            qlinear(
+                cls,
+                8,
+                InputSide {
+                    step: 1.0 / amax,
+                    ln: None,
+                },
+                1.0,
+                c.fl,
+                c.fg,
+            ),
         );
     }
     m
@@ -436,7 +550,13 @@ mod tests {
 
     #[test]
     fn configs_parse_and_reject() {
-        assert_eq!(QuantConfig::parse("w1a4").unwrap(), QuantConfig { w_bits: 1, a_bits: 4 });
+        assert_eq!(
+            QuantConfig::parse("w1a4").unwrap(),
+            QuantConfig {
+                w_bits: 1,
+                a_bits: 4
+            }
+        );
         assert_eq!(QuantConfig::parse("w8a8").unwrap().to_string(), "w8a8");
         for bad in ["", "w1", "a4", "w0a8", "w1a5", "w9a8", "x1a4"] {
             assert!(QuantConfig::parse(bad).is_err(), "{bad}");
@@ -447,7 +567,11 @@ mod tests {
     fn windows_fit_their_rings() {
         for q in ["w1a4", "w1a8", "w8a8"] {
             for seq in [1, 16, 128, 512] {
-                let c = Consts::new(&QuantConfig::parse(q).unwrap(), &BertConfig::bert_base(), seq);
+                let c = Consts::new(
+                    &QuantConfig::parse(q).unwrap(),
+                    &BertConfig::bert_base(),
+                    seq,
+                );
                 for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh(), c.w_ln()] {
                     assert!(w.j + w.k <= 32, "{q} {seq} {w:?}");
                 }
@@ -459,9 +583,13 @@ mod tests {
                     assert!(w.j + w.k <= score_bits, "{q} {seq} {w:?}");
                 }
                 // the largest centred score word n 32 2^fc stays inside its ring
-                assert!((seq as f64 * 32.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64);
+                assert!(
+                    (seq as f64 * 32.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64
+                );
                 // the exp and p windows cover at least +-32 and +-16 in score units
-                let half = |w: Window| 2f64.powi((w.j + w.k - 1) as i32) / (seq as f64 * 2f64.powi(c.fc as i32));
+                let half = |w: Window| {
+                    2f64.powi((w.j + w.k - 1) as i32) / (seq as f64 * 2f64.powi(c.fc as i32))
+                };
                 assert!(half(c.w_exp()) >= 32.0 && half(c.w_p()) >= 16.0);
             }
         }
@@ -469,7 +597,11 @@ mod tests {
 
     #[test]
     fn tables_compute_what_they_say() {
-        let c = Consts::new(&QuantConfig::parse("w1a8").unwrap(), &BertConfig::bert_base(), 128);
+        let c = Consts::new(
+            &QuantConfig::parse("w1a8").unwrap(),
+            &BertConfig::bert_base(),
+            128,
+        );
         let t = c.t_requant::<u32>(c.k_req());
         assert_eq!(t.entries[4], 1); // 4 / 2^2
         assert_eq!(t.entries[(1 << c.k_req()) - 4].to_i64(), -1);

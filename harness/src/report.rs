@@ -103,13 +103,27 @@ impl RunReport {
         for r in &self.ops {
             s += &format!(
                 "{:<12} {:>10.1} {:>11.1} {:>10.3} {:>10.3} {:>7} {:>11.1}\n",
-                r.op, r.online_ms, r.offline_ms, r.mb_p0_to_p1, r.mb_p1_to_p0, r.rounds, r.dealer_mb
+                r.op,
+                r.online_ms,
+                r.offline_ms,
+                r.mb_p0_to_p1,
+                r.mb_p1_to_p0,
+                r.rounds,
+                r.dealer_mb
             );
         }
         let mb = |b: u64| b as f64 / 1e6;
         s += &format!(
             "\n{} {} seq {} batch {} layers {} | net {} | transport {} | tables {} | backend {}\n",
-            self.model, self.quant, self.seq, self.batch, self.layers, self.net, self.transport, self.lut_mode, self.backend
+            self.model,
+            self.quant,
+            self.seq,
+            self.batch,
+            self.layers,
+            self.net,
+            self.transport,
+            self.lut_mode,
+            self.backend
         );
         s += &format!(
             "online  {:.3} s, {:.2} MB (P0->P1 {:.2}, P1->P0 {:.2}), {} rounds\n",
@@ -137,14 +151,31 @@ impl RunReport {
             None => s += "verified: not checked\n",
         }
         if let Some(e) = self.max_abs_err_vs_plain {
-            s += &format!("max |logit error| vs plaintext quantized (deterministic rounding): {e:.4}\n");
+            s += &format!(
+                "max |logit error| vs plaintext quantized (deterministic rounding): {e:.4}\n"
+            );
         }
-        s += &format!("max |logit error| vs float model: {:.4}\n", self.max_abs_err_vs_float);
+        s += &format!(
+            "max |logit error| vs float model: {:.4}\n",
+            self.max_abs_err_vs_float
+        );
         if let (Some(o), Some(l)) = (self.out_of_window, self.lookups) {
             s += &format!("table indices outside their window (plaintext run): {o} of {l}\n");
         }
-        s += &format!("logits (secure): {:?}\n", self.logits.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
-        s += &format!("logits (float):  {:?}\n", self.logits_float.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>());
+        s += &format!(
+            "logits (secure): {:?}\n",
+            self.logits
+                .iter()
+                .map(|v| (v * 1e4).round() / 1e4)
+                .collect::<Vec<_>>()
+        );
+        s += &format!(
+            "logits (float):  {:?}\n",
+            self.logits_float
+                .iter()
+                .map(|v| (v * 1e4).round() / 1e4)
+                .collect::<Vec<_>>()
+        );
         s
     }
 
@@ -173,7 +204,8 @@ impl RunReport {
             mb(self.offline_bytes),
             self.rounds,
             self.verified.map_or("".into(), |v| v.to_string()),
-            self.max_abs_err_vs_plain.map_or("".into(), |v| format!("{v:.5}")),
+            self.max_abs_err_vs_plain
+                .map_or("".into(), |v| format!("{v:.5}")),
             self.max_abs_err_vs_float
         )
     }
@@ -186,7 +218,10 @@ impl RunReport {
             }
         }
         let new = !path.exists();
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         if new {
             writeln!(f, "{}", Self::CSV_HEADER)?;
         }

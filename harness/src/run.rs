@@ -81,13 +81,18 @@ pub struct Prepared {
 }
 
 fn preset(name: &str) -> Result<BertConfig> {
-    BertConfig::by_name(name)
-        .with_context(|| format!("unknown model {name:?}: use bert-base, bert-tiny, minilm-l6 or a .safetensors file"))
+    BertConfig::by_name(name).with_context(|| {
+        format!(
+            "unknown model {name:?}: use bert-base, bert-tiny, minilm-l6 or a .safetensors file"
+        )
+    })
 }
 
 fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
     // [CLS] ... [SEP]-like ids from the ordinary vocabulary range
-    (0..n).map(|_| rng.gen_range(1000..cfg.vocab.max(1001) as u32)).collect()
+    (0..n)
+        .map(|_| rng.gen_range(1000..cfg.vocab.max(1001) as u32))
+        .collect()
 }
 
 /// Load or generate the model, calibrate, quantize, and embed the client's input.
@@ -148,7 +153,10 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
     for _ in 0..spec.batch {
         let toks = random_tokens(&mut irng, &cfg, spec.seq);
         let y = model::embed_normalized(&weights, &toks, None)?;
-        y_a.extend(y.iter().map(|&v| ((v as f64 / sy).round() as i64).clamp(-amax - 1, amax) as u32));
+        y_a.extend(
+            y.iter()
+                .map(|&v| ((v as f64 / sy).round() as i64).clamp(-amax - 1, amax) as u32),
+        );
         y_res.extend(y.iter().map(|&v| (v as f64 * rs).round() as i64 as u64));
         let x = model::embed(&weights, &toks, None)?;
         float_logits.extend(model::forward(&weights, &x, spec.seq, Some(layers), None).logits);
@@ -205,11 +213,7 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
     let t = Instant::now();
     let res = session::run_local(&cfg, prep.model.clone(), &prog)?;
     let wall = t.elapsed();
-    let logits = res
-        .p1
-        .output
-        .clone()
-        .context("P1 received no output")?;
+    let logits = res.p1.output.clone().context("P1 received no output")?;
     let mut report = report_of(spec, &prep, &res, logits);
     report.wall_s = wall.as_secs_f64();
     if spec.verify {
@@ -247,7 +251,12 @@ fn max_err(a: &[i64], b: &[i64], scale: f64) -> f64 {
 }
 
 /// Build the report from the parties' accounting.
-pub fn report_of(spec: &RunSpec, prep: &Prepared, res: &LocalRun<Logits>, logits: Logits) -> RunReport {
+pub fn report_of(
+    spec: &RunSpec,
+    prep: &Prepared,
+    res: &LocalRun<Logits>,
+    logits: Logits,
+) -> RunReport {
     let scale = 2f64.powi(prep.consts.fl as i32);
     let logits_f: Vec<f64> = logits.iter().map(|&v| v as f64 / scale).collect();
     let err_float = logits_f
@@ -308,7 +317,9 @@ pub fn op_rows(accts: &[&Accounting]) -> Vec<OpRow> {
                 (Phase::Offline, 2) => {
                     e.dealer_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
                 }
-                (Phase::Offline, _) => e.offline_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6,
+                (Phase::Offline, _) => {
+                    e.offline_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
+                }
                 _ => {}
             }
         }

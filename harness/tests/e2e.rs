@@ -23,7 +23,11 @@ fn tiny(layers: usize, quant: &str) -> RunSpec {
 
 fn check(spec: &RunSpec) -> harness::report::RunReport {
     let r = run(spec, None).expect("run");
-    assert_eq!(r.verified, Some(true), "secure != plaintext with the same carries: {spec:?}");
+    assert_eq!(
+        r.verified,
+        Some(true),
+        "secure != plaintext with the same carries: {spec:?}"
+    );
     assert_eq!(r.logits.len(), spec.batch * 2);
     assert!(r.online_bytes > 0 && r.rounds > 0 && r.offline_bytes > 0);
     r
@@ -65,7 +69,11 @@ fn two_layers_over_tcp_with_a_batch_of_two() {
 fn eight_bit_model_tracks_the_float_model() {
     // with 8-bit weights and activations the quantized logits stay close to float
     let r = check(&tiny(2, "w8a8"));
-    assert!(r.max_abs_err_vs_float < 0.3, "w8a8 error vs float {}", r.max_abs_err_vs_float);
+    assert!(
+        r.max_abs_err_vs_float < 0.3,
+        "w8a8 error vs float {}",
+        r.max_abs_err_vs_float
+    );
     assert_eq!(r.out_of_window, Some(0));
 }
 
@@ -85,7 +93,12 @@ fn emulated_latency_is_paid_per_round() {
     s.net = NetProfile::parse("10gbps,4ms").unwrap();
     let r = check(&s);
     // every round costs at least half an RTT one way
-    assert!(r.online_s >= r.rounds as f64 * 0.002, "{} s for {} rounds", r.online_s, r.rounds);
+    assert!(
+        r.online_s >= r.rounds as f64 * 0.002,
+        "{} s for {} rounds",
+        r.online_s,
+        r.rounds
+    );
 }
 
 #[test]
@@ -101,5 +114,8 @@ fn bad_requests_are_errors() {
     assert!(run(&s, None).is_err());
     let mut s = tiny(1, "w1a4");
     s.model = ModelSource::Random("gpt-5".into());
-    assert!(run(&s, None).unwrap_err().to_string().contains("unknown model"));
+    assert!(run(&s, None)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown model"));
 }

@@ -252,7 +252,8 @@ impl Engine {
     /// same indices.
     pub fn start_phase(&mut self, phase: Phase) -> Result<()> {
         self.ctx.close_label();
-        self.ctx.label(phase, crate::account::NO_LAYER, OpKind::Other);
+        self.ctx
+            .label(phase, crate::account::NO_LAYER, OpKind::Other);
         self.op = 0;
         self.online = phase == Phase::Online || self.role == Role::Plain;
         if phase == Phase::Online && matches!(self.role, Role::P0 | Role::P1) {
@@ -266,7 +267,9 @@ impl Engine {
     pub fn exchange_seeds(&mut self) -> Result<()> {
         match self.role {
             Role::Dealer => {
-                let s = self.p0_seed.ok_or_else(|| ProtocolError::Internal("no seed".into()))?;
+                let s = self
+                    .p0_seed
+                    .ok_or_else(|| ProtocolError::Internal("no seed".into()))?;
                 self.ctx.send(PartyId::P0, u32::MAX, s.to_vec())
             }
             Role::P0 => {

@@ -95,7 +95,12 @@ impl QLinear {
         let bad = |d: String| ProtocolError::Config(format!("linear {name}: {d}"));
         match &self.w {
             QWeights::Int(w) if w.len() != self.d_in * self.d_out => {
-                return Err(bad(format!("{} weights for {}x{}", w.len(), self.d_in, self.d_out)))
+                return Err(bad(format!(
+                    "{} weights for {}x{}",
+                    w.len(),
+                    self.d_in,
+                    self.d_out
+                )))
             }
             QWeights::Signs(p) if p.d_in != self.d_in || p.d_out != self.d_out => {
                 return Err(bad(format!("packed {}x{}", p.d_in, p.d_out)))
@@ -259,7 +264,12 @@ impl Engine {
     }
 
     /// Register a private linear layer's effective weights diag(g) W diag(a).
-    pub fn register_linear<R: Ring>(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<()> {
+    pub fn register_linear<R: Ring>(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<()> {
         let values = match self.role {
             Role::P0 | Role::Plain => {
                 let q = need_model(self)?.linear(name)?;

@@ -181,7 +181,12 @@ pub fn run_local<P: Program>(
     })
 }
 
-fn connect_local(cfg: &LocalConfig, p0: &mut Engine, p1: &mut Engine, d: &mut Engine) -> Result<()> {
+fn connect_local(
+    cfg: &LocalConfig,
+    p0: &mut Engine,
+    p1: &mut Engine,
+    d: &mut Engine,
+) -> Result<()> {
     use crate::net::{mem_pair, tcp};
     let pairs = [
         (PartyId::P0, PartyId::P1),

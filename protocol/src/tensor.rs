@@ -18,7 +18,11 @@ impl<T: Copy + Default> Tensor<T> {
         if numel(shape) != data.len() {
             return Err(shape_err(
                 "tensor",
-                format!("shape {shape:?} needs {} elements, got {}", numel(shape), data.len()),
+                format!(
+                    "shape {shape:?} needs {} elements, got {}",
+                    numel(shape),
+                    data.len()
+                ),
             ));
         }
         Ok(Tensor {
@@ -43,12 +47,7 @@ impl<T: Copy + Default> Tensor<T> {
         *self.shape.last().unwrap_or(&1)
     }
     pub fn rows(&self) -> usize {
-        let c = self.cols();
-        if c == 0 {
-            0
-        } else {
-            self.data.len() / c
-        }
+        self.data.len().checked_div(self.cols()).unwrap_or(0)
     }
     pub fn map<U: Copy + Default>(&self, f: impl Fn(T) -> U) -> Tensor<U> {
         Tensor {
@@ -58,7 +57,10 @@ impl<T: Copy + Default> Tensor<T> {
     }
     pub fn with_shape(mut self, shape: &[usize]) -> Result<Self> {
         if numel(shape) != self.data.len() {
-            return Err(shape_err("reshape", format!("{:?} -> {shape:?}", self.shape)));
+            return Err(shape_err(
+                "reshape",
+                format!("{:?} -> {shape:?}", self.shape),
+            ));
         }
         self.shape = shape.to_vec();
         Ok(self)
@@ -82,8 +84,16 @@ impl Move {
     pub fn apply<T: Copy + Default>(&self, t: &Tensor<T>) -> Result<Tensor<T>> {
         match *self {
             Move::SplitHeads { batch, heads } => {
-                if t.shape.len() != 2 || heads == 0 || batch == 0 || t.shape[1] % heads != 0 || t.shape[0] % batch != 0 {
-                    return Err(shape_err("split_heads", format!("{:?} / {batch}x{heads}", t.shape)));
+                if t.shape.len() != 2
+                    || heads == 0
+                    || batch == 0
+                    || !t.shape[1].is_multiple_of(heads)
+                    || !t.shape[0].is_multiple_of(batch)
+                {
+                    return Err(shape_err(
+                        "split_heads",
+                        format!("{:?} / {batch}x{heads}", t.shape),
+                    ));
                 }
                 let (n, hd) = (t.shape[0] / batch, t.shape[1]);
                 let d = hd / heads;
@@ -100,7 +110,7 @@ impl Move {
                 Tensor::new(&[batch * heads, n, d], out)
             }
             Move::MergeHeads { batch } => {
-                if t.shape.len() != 3 || batch == 0 || t.shape[0] % batch != 0 {
+                if t.shape.len() != 3 || batch == 0 || !t.shape[0].is_multiple_of(batch) {
                     return Err(shape_err("merge_heads", format!("{:?}", t.shape)));
                 }
                 let (heads, n, d) = (t.shape[0] / batch, t.shape[1], t.shape[2]);
@@ -137,7 +147,7 @@ impl Move {
                 Tensor::new(&shape, out)
             }
             Move::FirstRows { batch } => {
-                if t.shape.len() != 2 || batch == 0 || t.shape[0] % batch != 0 {
+                if t.shape.len() != 2 || batch == 0 || !t.shape[0].is_multiple_of(batch) {
                     return Err(shape_err("first_rows", format!("{:?} / {batch}", t.shape)));
                 }
                 let (n, d) = (t.shape[0] / batch, t.shape[1]);

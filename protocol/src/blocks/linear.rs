@@ -72,7 +72,8 @@ impl Engine {
                     self.push_prep(rz.clone());
                 } else {
                     let buf = self.ctx.recv(PartyId::P1, tag)?;
-                    let theirs: Vec<R> = ring::decode_exact(&buf, nz, PartyId::P1, "linear offline")?;
+                    let theirs: Vec<R> =
+                        ring::decode_exact(&buf, nz, PartyId::P1, "linear offline")?;
                     self.push_prep((rz.clone(), vadd(&mine, &theirs)));
                 }
                 Ok(out(None, rz, vec![]))

@@ -69,7 +69,10 @@ impl Engine {
             Role::P0 | Role::Plain if a.s.is_some() => {
                 let b: Vec<R> = ring::from_i64s(need_model(self)?.vector(name)?);
                 if b.len() != cols {
-                    return Err(shape_err("add_private", format!("{name}: {} vs {cols}", b.len())));
+                    return Err(shape_err(
+                        "add_private",
+                        format!("{name}: {} vs {cols}", b.len()),
+                    ));
                 }
                 Some(vadd(a.s.as_ref().expect("checked"), &bcast_cols(&b, rows)))
             }
@@ -93,7 +96,10 @@ impl Engine {
         let cols = *x.shape.last().unwrap_or(&1);
         let rows = x.len() / cols.max(1);
         if y.len() != x.len() && y.len() != rows {
-            return Err(shape_err("sub_masked", format!("{:?} - {:?}", x.shape, y.shape)));
+            return Err(shape_err(
+                "sub_masked",
+                format!("{:?} - {:?}", x.shape, y.shape),
+            ));
         }
         let f = |a: &[R], b: &[R]| vsub(a, &bcast_rows(b, rows, cols));
         Ok(Masked {
@@ -105,9 +111,8 @@ impl Engine {
     }
     /// A shape move on a masked value (applied to x^, r and index bits alike).
     pub fn move_masked<R: Ring>(&self, x: &Masked<R>, m: Move) -> Result<Masked<R>> {
-        let ap = |v: &[R]| -> Result<Vec<R>> {
-            Ok(m.apply(&Tensor::new(&x.shape, v.to_vec())?)?.data)
-        };
+        let ap =
+            |v: &[R]| -> Result<Vec<R>> { Ok(m.apply(&Tensor::new(&x.shape, v.to_vec())?)?.data) };
         let shape = m.apply(&Tensor::<u8>::zeros(&x.shape))?.shape;
         let win = x
             .win
@@ -124,7 +129,9 @@ impl Engine {
     /// A shape move on an additive value.
     pub fn move_additive<R: Ring>(&self, a: &Additive<R>, m: Move) -> Result<Additive<R>> {
         let shape = m.apply(&Tensor::<u8>::zeros(&a.shape))?.shape;
-        let s = map_opt(&a.s, |v| Ok(m.apply(&Tensor::new(&a.shape, v.to_vec())?)?.data))?;
+        let s = map_opt(&a.s, |v| {
+            Ok(m.apply(&Tensor::new(&a.shape, v.to_vec())?)?.data)
+        })?;
         Ok(Additive { shape, s })
     }
 }

@@ -27,7 +27,11 @@ impl<O: Ring> Table<O> {
         let n = 1usize << k;
         let entries = (0..n as i64)
             .map(|i| {
-                let x = if signed && i >= (n as i64) / 2 { i - n as i64 } else { i };
+                let x = if signed && i >= (n as i64) / 2 {
+                    i - n as i64
+                } else {
+                    i
+                };
                 O::from_i64(f(x))
             })
             .collect();
@@ -131,7 +135,11 @@ impl Engine {
         let mk = (1u32 << w.k) - 1;
         let mut out = Vec::with_capacity(n);
         for (x, rr) in v.iter().zip(r) {
-            let idx = x.wadd(*rr).window(w.j, w.k).wrapping_sub(rr.window(w.j, w.k)) & mk;
+            let idx = x
+                .wadd(*rr)
+                .window(w.j, w.k)
+                .wrapping_sub(rr.window(w.j, w.k))
+                & mk;
             let low = if w.j == 0 { 0 } else { (1u64 << w.j) - 1 };
             let carry = ((x.to_u64() & low) + (rr.to_u64() & low)) >> w.j;
             let f = (x.to_i64() >> w.j) + carry as i64;
@@ -163,7 +171,10 @@ impl Engine {
     ) -> Result<Additive<O>> {
         check_window::<R>(w)?;
         if t.k != w.k || t.entries.len() != 1usize << t.k {
-            return Err(shape_err("lut", format!("table of 2^{} for window k={}", t.k, w.k)));
+            return Err(shape_err(
+                "lut",
+                format!("table of 2^{} for window k={}", t.k, w.k),
+            ));
         }
         let n = z.len();
         let mode = resolve_mode(self.lut_mode, w.k, O::BITS);
@@ -172,7 +183,10 @@ impl Engine {
         let shape = z.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?.iter().map(|r| r.window(w.j, w.k)).collect();
+                let rho: Vec<u32> = need(&z.r, "mask")?
+                    .iter()
+                    .map(|r| r.window(w.j, w.k))
+                    .collect();
                 if dpf_mode {
                     let seed = dpf_seed(&mut st)?;
                     let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
@@ -238,7 +252,10 @@ impl Engine {
         let rows = zx.shape.iter().rev().skip(1).product::<usize>();
         let cols = *zx.shape.last().unwrap_or(&1);
         if zy.len() != rows && zy.len() != n {
-            return Err(shape_err("lut2", format!("{:?} vs {:?}", zx.shape, zy.shape)));
+            return Err(shape_err(
+                "lut2",
+                format!("{:?} vs {:?}", zx.shape, zy.shape),
+            ));
         }
         let mode = resolve_mode(self.lut_mode, k, O::BITS);
         let dpf_mode = mode == LutMode::Dpf;
@@ -246,11 +263,18 @@ impl Engine {
         let shape = zx.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rx: Vec<u32> = need(&zx.r, "mask")?.iter().map(|r| r.window(wx.j, wx.k)).collect();
-                let ry: Vec<u32> = need(&zy.r, "mask")?.iter().map(|r| r.window(wy.j, wy.k)).collect();
+                let rx: Vec<u32> = need(&zx.r, "mask")?
+                    .iter()
+                    .map(|r| r.window(wx.j, wx.k))
+                    .collect();
+                let ry: Vec<u32> = need(&zy.r, "mask")?
+                    .iter()
+                    .map(|r| r.window(wy.j, wy.k))
+                    .collect();
                 let ry = bcast_rows(&ry, rows, cols);
                 if dpf_mode {
-                    let alpha: Vec<u32> = rx.iter().zip(&ry).map(|(a, b)| (a << wy.k) | b).collect();
+                    let alpha: Vec<u32> =
+                        rx.iter().zip(&ry).map(|(a, b)| (a << wy.k) | b).collect();
                     let seed = dpf_seed(&mut st)?;
                     let (k0, k1) = dpf::gen_batch::<O>(k, &alpha, O::ONE, seed);
                     write_keys(&k0, &mut st.blob0);
@@ -316,14 +340,20 @@ impl Engine {
         check_window::<R>(w)?;
         let size = 1usize << w.k;
         if self.reg.get(name)?.len != size {
-            return Err(shape_err("lut_private", format!("{name} is not a 2^{} table", w.k)));
+            return Err(shape_err(
+                "lut_private",
+                format!("{name} is not a 2^{} table", w.k),
+            ));
         }
         let n = z.len();
         let mut st = self.begin(true, true)?;
         let shape = z.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?.iter().map(|r| r.window(w.j, w.k)).collect();
+                let rho: Vec<u32> = need(&z.r, "mask")?
+                    .iter()
+                    .map(|r| r.window(w.j, w.k))
+                    .collect();
                 let seed = dpf_seed(&mut st)?;
                 let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
                 write_keys(&k0, &mut st.blob0);

@@ -33,10 +33,15 @@ impl Engine {
         y: &Masked<R>,
         c: Option<&str>,
     ) -> Result<Additive<R>> {
-        let (bx, m, k) = dims3(&x.shape).ok_or_else(|| shape_err("matmul", format!("{:?}", x.shape)))?;
-        let (by, k2, n) = dims3(&y.shape).ok_or_else(|| shape_err("matmul", format!("{:?}", y.shape)))?;
+        let (bx, m, k) =
+            dims3(&x.shape).ok_or_else(|| shape_err("matmul", format!("{:?}", x.shape)))?;
+        let (by, k2, n) =
+            dims3(&y.shape).ok_or_else(|| shape_err("matmul", format!("{:?}", y.shape)))?;
         if bx != by || k != k2 {
-            return Err(shape_err("matmul", format!("{:?} x {:?}", x.shape, y.shape)));
+            return Err(shape_err(
+                "matmul",
+                format!("{:?} x {:?}", x.shape, y.shape),
+            ));
         }
         let b = bx;
         let nz = b * m * n;
@@ -117,4 +122,3 @@ impl Engine {
         Ok(Additive { shape, s })
     }
 }
-

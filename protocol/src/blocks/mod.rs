@@ -35,7 +35,7 @@ pub(crate) fn bcast_rows<R: Ring>(b: &[R], rows: usize, cols: usize) -> Vec<R> {
         return b.to_vec();
     }
     b.iter()
-        .flat_map(|&v| std::iter::repeat(v).take(cols))
+        .flat_map(|&v| std::iter::repeat_n(v, cols))
         .collect()
 }
 /// Broadcast a per-column vector over `rows` rows.

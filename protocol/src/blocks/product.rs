@@ -18,7 +18,7 @@ impl Engine {
     pub fn mul_masked<R: Ring>(&mut self, x: &Masked<R>, y: &Masked<R>) -> Result<Additive<R>> {
         let n = x.len();
         let cols = *x.shape.last().unwrap_or(&1);
-        let rows = if cols == 0 { 0 } else { n / cols };
+        let rows = n.checked_div(cols).unwrap_or(0);
         if y.len() != n && y.len() != rows {
             return Err(shape_err("mul", format!("{:?} x {:?}", x.shape, y.shape)));
         }
@@ -104,7 +104,7 @@ impl Engine {
     pub fn scale_private<R: Ring>(&mut self, x: &Masked<R>, name: &str) -> Result<Additive<R>> {
         let n = x.len();
         let cols = *x.shape.last().unwrap_or(&1);
-        let rows = if cols == 0 { 0 } else { n / cols };
+        let rows = n.checked_div(cols).unwrap_or(0);
         if self.reg.get(name)?.len != cols {
             return Err(shape_err("scale", format!("{name} vs {:?}", x.shape)));
         }
@@ -131,7 +131,8 @@ impl Engine {
                 let e = bcast_cols(self.reg.get(name)?.e::<R>()?, rows);
                 let er = vadd(&vmul(&e, need(&x.r, "r")?), &a);
                 Some(if role == Role::P0 {
-                    let c: Vec<R> = bcast_cols(&ring::from_i64s(need_model(self)?.vector(name)?), rows);
+                    let c: Vec<R> =
+                        bcast_cols(&ring::from_i64s(need_model(self)?.vector(name)?), rows);
                     vsub(&vmul(&c, need(&x.hat, "x^ at P0")?), &er)
                 } else {
                     vneg(&er)

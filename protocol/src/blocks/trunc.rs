@@ -34,9 +34,17 @@ impl Engine {
     /// with x^ at P0 (and its window bits or x^ at P1), valid while the truncated value
     /// stays within [-2^(k-2), 2^(k-2)).
     /// Offline: dealer -> P1 5 n w_out bytes. Online: no message.
-    pub fn trunc_ext<R: Ring, O: Ring>(&mut self, z: &Masked<R>, w: Window, c: i64) -> Result<Additive<O>> {
+    pub fn trunc_ext<R: Ring, O: Ring>(
+        &mut self,
+        z: &Masked<R>,
+        w: Window,
+        c: i64,
+    ) -> Result<Additive<O>> {
         if w.k < 3 || w.k > 32 || w.j + w.k > R::BITS {
-            return Err(shape_err("trunc_ext", format!("window [{}, {}) in Z/2^{}", w.j, w.j + w.k, R::BITS)));
+            return Err(shape_err(
+                "trunc_ext",
+                format!("window [{}, {}) in Z/2^{}", w.j, w.j + w.k, R::BITS),
+            ));
         }
         let n = z.len();
         let cc = O::from_i64(c);
@@ -44,7 +52,10 @@ impl Engine {
         let mut st = self.begin(true, false)?;
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?.iter().map(|r| r.window(w.j, w.k)).collect();
+                let rho: Vec<u32> = need(&z.r, "mask")?
+                    .iter()
+                    .map(|r| r.window(w.j, w.k))
+                    .collect();
                 let rv: Vec<O> = rho.iter().map(|&r| O::from_u64(r as u64)).collect();
                 let mut onehot = vec![O::ZERO; 4 * n];
                 for (i, &r) in rho.iter().enumerate() {
@@ -106,7 +117,10 @@ impl Engine {
                 Some(out)
             }
         };
-        Ok(Additive { shape: z.shape.clone(), s })
+        Ok(Additive {
+            shape: z.shape.clone(),
+            s,
+        })
     }
 }
 
