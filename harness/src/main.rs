@@ -87,6 +87,10 @@ struct BertArgs {
     /// Don't show a progress bar
     #[arg(long)]
     quiet: bool,
+    /// Keep the parties' offline material in files in this directory instead of memory
+    /// (for runs whose dealer material does not fit in memory)
+    #[arg(long)]
+    spill: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -133,6 +137,7 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
         model_seed: a.model_seed,
         input_seed: a.input_seed,
         dealer_seed: a.seed,
+        spill: a.spill.clone(),
         ..RunSpec::default()
     })
 }
@@ -153,7 +158,12 @@ fn progress_bar(layers: usize, quiet: bool) -> ProgressBar {
 
 fn bert(a: &BertArgs) -> Result<()> {
     let spec = spec_of(a)?;
-    let layers_hint = spec.layers.unwrap_or(12);
+    let preset = match &spec.model {
+        ModelSource::Random(n) | ModelSource::File(_, n) => n.clone(),
+    };
+    let layers_hint = spec
+        .layers
+        .unwrap_or_else(|| harness::model::BertConfig::by_name(&preset).map_or(12, |c| c.layers));
     let pb = progress_bar(layers_hint, a.quiet);
     let tick = |role: Role, online: bool, layer: usize| {
         if role == Role::P1 {

@@ -32,6 +32,9 @@ pub fn run_party(role: &str, p0: &str, p1: &str, timeout: Duration, spec: &RunSp
         }
     };
     e.set_lut_mode(spec.lut_mode);
+    if let (Some(dir), PartyId::P0 | PartyId::P1) = (&spec.spill, me) {
+        e.spill_to(dir)?;
+    }
     match me {
         PartyId::P0 => {
             let l = tcp::Listener::bind(p0).with_context(|| format!("binding {p0}"))?;

@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub calib: usize,
     /// Session id of the links.
     pub session: u64,
+    /// Keep P0's and P1's offline results in files here instead of memory.
+    pub spill: Option<PathBuf>,
 }
 
 impl Default for RunSpec {
@@ -64,6 +66,7 @@ impl Default for RunSpec {
             dealer_seed: None,
             calib: 2,
             session: 1,
+            spill: None,
         }
     }
 }
@@ -209,6 +212,7 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
         transport: spec.transport,
         seeds: seeds.clone(),
         lut_mode: spec.lut_mode,
+        spill: spec.spill.clone(),
     };
     let t = Instant::now();
     let res = session::run_local(&cfg, prep.model.clone(), &prog)?;

@@ -23,8 +23,6 @@ use crate::registry::{PrivateModel, Registry};
 use crate::ring::{self, Ring};
 use crate::seed::{self, DealerSeeds, Purpose, Seed};
 use rand_chacha::ChaCha12Rng;
-use std::any::Any;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +177,7 @@ pub struct Engine {
     mask_seed: Option<Seed>,
     pub reg: Registry,
     pub model: Option<Arc<PrivateModel>>,
-    prep: VecDeque<Box<dyn Any + Send>>,
+    prep: crate::prep::PrepQueue,
     pub lut_mode: LutMode,
     pub plain_stats: PlainStats,
 }
@@ -196,7 +194,7 @@ impl Engine {
             mask_seed: None,
             reg: Registry::default(),
             model: None,
-            prep: VecDeque::new(),
+            prep: Default::default(),
             lut_mode: LutMode::Auto,
             plain_stats: PlainStats::default(),
         }
@@ -360,17 +358,20 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn push_prep<T: Any + Send>(&mut self, t: T) {
-        self.prep.push_back(Box::new(t));
+    pub(crate) fn push_prep<T: crate::prep::Prep>(&mut self, t: T) -> Result<()> {
+        self.prep.push(t)
     }
-    pub(crate) fn pop_prep<T: Any + Send>(&mut self, what: &'static str) -> Result<T> {
-        let b = self
-            .prep
-            .pop_front()
-            .ok_or_else(|| ProtocolError::Internal(format!("{what}: offline pass missing")))?;
-        b.downcast::<T>()
-            .map(|b| *b)
-            .map_err(|_| ProtocolError::Internal(format!("{what}: offline pass out of step")))
+    pub(crate) fn pop_prep<T: crate::prep::Prep>(&mut self, what: &'static str) -> Result<T> {
+        self.prep.pop(what)
+    }
+    /// Keep the offline pass's results in a file in `dir` instead of memory.
+    pub fn spill_to(&mut self, dir: &std::path::Path) -> Result<()> {
+        let tag = format!("{:?}", self.role).to_lowercase();
+        self.prep.spill_to(dir, &tag)
+    }
+    /// Bytes of offline results spilled to disk.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.prep.spilled_bytes()
     }
     /// Bytes-free check that the online pass consumed every offline result.
     pub fn prep_left(&self) -> usize {

@@ -11,6 +11,7 @@ pub mod ctx;
 pub mod engine;
 pub mod error;
 pub mod net;
+pub mod prep;
 pub mod registry;
 pub mod ring;
 pub mod seed;

@@ -141,6 +141,8 @@ pub struct LocalConfig {
     pub transport: LocalTransport,
     pub seeds: DealerSeeds,
     pub lut_mode: crate::engine::LutMode,
+    /// Spill P0's and P1's offline results to files in this directory.
+    pub spill: Option<std::path::PathBuf>,
 }
 
 /// Run `prog` as P0, P1 and D on three threads.
@@ -154,6 +156,10 @@ pub fn run_local<P: Program>(
     let mut d = Engine::dealer(cfg.seeds.clone());
     for e in [&mut p0, &mut p1, &mut d] {
         e.set_lut_mode(cfg.lut_mode);
+    }
+    if let Some(dir) = &cfg.spill {
+        p0.spill_to(dir)?;
+        p1.spill_to(dir)?;
     }
     connect_local(cfg, &mut p0, &mut p1, &mut d)?;
     let (r0, r1, rd) = std::thread::scope(|s| {

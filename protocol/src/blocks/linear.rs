@@ -69,12 +69,12 @@ impl Engine {
                     let mut buf = vec![];
                     ring::encode(&mine, &mut buf);
                     self.ctx.send(PartyId::P0, tag, buf)?;
-                    self.push_prep(rz.clone());
+                    self.push_prep(rz.clone())?;
                 } else {
                     let buf = self.ctx.recv(PartyId::P1, tag)?;
                     let theirs: Vec<R> =
                         ring::decode_exact(&buf, nz, PartyId::P1, "linear offline")?;
-                    self.push_prep((rz.clone(), vadd(&mine, &theirs)));
+                    self.push_prep((rz.clone(), vadd(&mine, &theirs)))?;
                 }
                 Ok(out(None, rz, vec![]))
             }

@@ -7,6 +7,7 @@ use crate::blocks::bcast_rows;
 use crate::engine::{need, Additive, Engine, LutMode, Masked, Role, Window};
 use crate::error::{shape_err, ProtocolError, Result};
 use crate::net::PartyId;
+use crate::prep::{Keys, Prep};
 use crate::ring::{self, Ring};
 use kernels::dpf::{self, DpfKey};
 use rand_core::RngCore;
@@ -42,7 +43,39 @@ impl<O: Ring> Table<O> {
 /// Material of one batch of lookups, as a party holds it between its passes.
 enum LutPrep<O: Ring> {
     Rotated(Vec<O>),
-    Dpf(Vec<DpfKey<O>>),
+    Dpf(Keys<O>),
+}
+
+impl<O: Ring> crate::prep::Prep for LutPrep<O> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            LutPrep::Rotated(v) => {
+                out.push(0);
+                v.put(out);
+            }
+            LutPrep::Dpf(k) => {
+                out.push(1);
+                k.put(out);
+            }
+        }
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        let (t, rest) = buf
+            .split_first()
+            .ok_or_else(|| ring::malformed(PartyId::P0, "spill file", "empty".into()))?;
+        *buf = rest;
+        Ok(match t {
+            0 => LutPrep::Rotated(Vec::get(buf)?),
+            1 => LutPrep::Dpf(Keys::get(buf)?),
+            _ => {
+                return Err(ring::malformed(
+                    PartyId::P0,
+                    "spill file",
+                    format!("lut tag {t}"),
+                ))
+            }
+        })
+    }
 }
 
 /// The mode a table is dealt in.
@@ -211,12 +244,12 @@ impl Engine {
                 let prep = if dpf_mode {
                     let keys = read_keys::<O>(w.k, n, &st.blob1)?;
                     st.cursor = st.blob1.len();
-                    LutPrep::Dpf(keys)
+                    LutPrep::Dpf(Keys(keys))
                 } else {
                     LutPrep::Rotated(st.share::<O>(role, n << w.k)?)
                 };
                 self.check_consumed(&st)?;
-                self.push_prep(prep);
+                self.push_prep(prep)?;
                 None
             }
             (_, true) => {
@@ -224,7 +257,7 @@ impl Engine {
                 let idx = public_index(z, w)?;
                 Some(match prep {
                     LutPrep::Rotated(tabs) => kernels::lut::gather(&tabs, w.k, &idx),
-                    LutPrep::Dpf(keys) => dpf::eval_dot_batch(&keys, &t.entries, &idx),
+                    LutPrep::Dpf(keys) => dpf::eval_dot_batch(&keys.0, &t.entries, &idx),
                 })
             }
         };
@@ -303,12 +336,12 @@ impl Engine {
                 let prep = if dpf_mode {
                     let keys = read_keys::<O>(k, n, &st.blob1)?;
                     st.cursor = st.blob1.len();
-                    LutPrep::Dpf(keys)
+                    LutPrep::Dpf(Keys(keys))
                 } else {
                     LutPrep::Rotated(st.share::<O>(role, n << k)?)
                 };
                 self.check_consumed(&st)?;
-                self.push_prep(prep);
+                self.push_prep(prep)?;
                 None
             }
             (_, true) => {
@@ -318,7 +351,7 @@ impl Engine {
                 Some(match prep {
                     LutPrep::Rotated(tabs) => kernels::lut::gather2(&tabs, wx.k, wy.k, &ix, &iy),
                     LutPrep::Dpf(keys) => {
-                        dpf::eval_dot2_batch(&keys, &t.entries, wx.k, wy.k, &ix, &iy)
+                        dpf::eval_dot2_batch(&keys.0, &t.entries, wx.k, wy.k, &ix, &iy)
                     }
                 })
             }
@@ -386,14 +419,14 @@ impl Engine {
                     st.p0_share::<O>(n * size)?
                 };
                 self.check_consumed(&st)?;
-                self.push_prep((keys, rot));
+                self.push_prep((Keys(keys), rot))?;
                 None
             }
             (_, true) => {
-                let (keys, rot): (Vec<DpfKey<O>>, Vec<O>) = self.pop_prep("lut_private")?;
+                let (keys, rot): (Keys<O>, Vec<O>) = self.pop_prep("lut_private")?;
                 let idx = public_index(z, w)?;
                 let e_t = self.reg.get(name)?.e::<O>()?;
-                let a = dpf::eval_dot_batch(&keys, e_t, &idx);
+                let a = dpf::eval_dot_batch(&keys.0, e_t, &idx);
                 let b = kernels::lut::gather(&rot, w.k, &idx);
                 Some(crate::blocks::vadd(&a, &b))
             }

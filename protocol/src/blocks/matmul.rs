@@ -81,7 +81,7 @@ impl Engine {
                     None
                 };
                 self.check_consumed(&st)?;
-                self.push_prep((p, extra));
+                self.push_prep((p, extra))?;
                 None
             }
             (role, true) => {

@@ -46,7 +46,7 @@ impl Engine {
             (Role::P1, false) => {
                 let r: Vec<R> = st.take(n)?;
                 self.check_consumed(&st)?;
-                self.push_prep(r.clone());
+                self.push_prep(r.clone())?;
                 out(None, r)
             }
             (Role::P0, false) => out(None, vec![R::ZERO; n]),
@@ -97,7 +97,7 @@ impl Engine {
             (role, false) => {
                 let r: Vec<R> = st.share(role, n)?;
                 self.check_consumed(&st)?;
-                self.push_prep(r.clone());
+                self.push_prep(r.clone())?;
                 p.r = Some(r);
             }
             (role, true) => {

@@ -37,7 +37,7 @@ impl Engine {
             (role, false) => {
                 let q: Vec<R> = st.share(role, n)?;
                 self.check_consumed(&st)?;
-                self.push_prep(q);
+                self.push_prep(q)?;
                 None
             }
             (role, true) => {
@@ -78,7 +78,7 @@ impl Engine {
             (role, false) => {
                 let q: Vec<R> = st.share(role, n)?;
                 self.check_consumed(&st)?;
-                self.push_prep(q);
+                self.push_prep(q)?;
                 None
             }
             (role, true) => {
@@ -123,7 +123,7 @@ impl Engine {
             (role, false) => {
                 let q: Vec<R> = st.share(role, n)?;
                 self.check_consumed(&st)?;
-                self.push_prep(q);
+                self.push_prep(q)?;
                 None
             }
             (role, true) => {

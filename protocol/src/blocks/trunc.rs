@@ -89,7 +89,7 @@ impl Engine {
                 let rv: Vec<O> = st.share(role, n)?;
                 let oh: Vec<O> = st.share(role, 4 * n)?;
                 self.check_consumed(&st)?;
-                self.push_prep((rv, oh));
+                self.push_prep((rv, oh))?;
                 None
             }
             (role, true) => {

@@ -1,0 +1,292 @@
+//! What a party keeps from its offline pass for the online pass, in memory or spilled to
+//! disk. Items are consumed in the order they were produced, so a spill file is written
+//! and read strictly sequentially (the page cache keeps what fits, the disk holds the
+//! rest): material for models that would not fit in memory streams back per operation.
+
+use crate::error::{ProtocolError, Result};
+use crate::net::PartyId;
+use crate::ring::{self, Ring};
+use kernels::dpf::DpfKey;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// An offline result that can be written to and read back from a spill file.
+pub trait Prep: Sized + Send + 'static {
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(buf: &mut &[u8]) -> Result<Self>;
+}
+
+fn bad(detail: impl Into<String>) -> ProtocolError {
+    ring::malformed(PartyId::P0, "spill file", detail.into())
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if buf.len() < n {
+        return Err(bad(format!("need {n} bytes, {} left", buf.len())));
+    }
+    let (h, t) = buf.split_at(n);
+    *buf = t;
+    Ok(h)
+}
+
+fn get_u64(buf: &mut &[u8]) -> Result<u64> {
+    let b = take(buf, 8)?;
+    Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+impl<R: Ring> Prep for Vec<R> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        ring::encode(self, out);
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        let n = get_u64(buf)? as usize;
+        let (v, rest) = ring::decode::<R>(buf, n, PartyId::P0, "spill file")?;
+        *buf = rest;
+        Ok(v)
+    }
+}
+
+impl<A: Prep, B: Prep> Prep for (A, B) {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.0.put(out);
+        self.1.put(out);
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        Ok((A::get(buf)?, B::get(buf)?))
+    }
+}
+
+impl<A: Prep, B: Prep, C: Prep> Prep for (A, B, C) {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.0.put(out);
+        self.1.put(out);
+        self.2.put(out);
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        Ok((A::get(buf)?, B::get(buf)?, C::get(buf)?))
+    }
+}
+
+impl<A: Prep> Prep for Option<A> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            None => out.push(0),
+            Some(a) => {
+                out.push(1);
+                a.put(out);
+            }
+        }
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        match take(buf, 1)?[0] {
+            0 => Ok(None),
+            1 => Ok(Some(A::get(buf)?)),
+            t => Err(bad(format!("option tag {t}"))),
+        }
+    }
+}
+
+/// A batch of DPF keys (a newtype: `Vec<R>` of ring words has its own encoding).
+pub struct Keys<W: Ring>(pub Vec<DpfKey<W>>);
+
+impl<W: Ring> Prep for Keys<W> {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.0.len() as u64).to_le_bytes());
+        out.push(self.0.first().map_or(0, |k| k.k as u8));
+        for k in &self.0 {
+            k.write_to(out);
+        }
+    }
+    fn get(buf: &mut &[u8]) -> Result<Self> {
+        let n = get_u64(buf)? as usize;
+        let k = take(buf, 1)?[0] as u32;
+        let mut keys = Vec::with_capacity(n.min(1 << 24));
+        for _ in 0..n {
+            let (key, used) = DpfKey::<W>::read_from(k, buf).map_err(|e| bad(e.to_string()))?;
+            *buf = &buf[used..];
+            keys.push(key);
+        }
+        Ok(Keys(keys))
+    }
+}
+
+enum Stored {
+    Mem(Box<dyn Any + Send>),
+    Disk { len: usize },
+}
+
+struct Spill {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    reader: Option<BufReader<File>>,
+    scratch: Vec<u8>,
+    bytes: u64,
+}
+
+/// The FIFO of offline results.
+#[derive(Default)]
+pub struct PrepQueue {
+    items: VecDeque<Stored>,
+    spill: Option<Spill>,
+}
+
+impl PrepQueue {
+    /// Spill every item to a file in `dir` (created, removed when the queue is dropped).
+    pub fn spill_to(&mut self, dir: &Path, tag: &str) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProtocolError::Config(format!("spill dir {}: {e}", dir.display())))?;
+        let path = dir.join(format!("qbert-prep-{tag}-{}.bin", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| ProtocolError::Config(format!("spill file {}: {e}", path.display())))?;
+        self.spill = Some(Spill {
+            path,
+            writer: Some(BufWriter::with_capacity(1 << 20, f)),
+            reader: None,
+            scratch: vec![],
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Bytes written to the spill file so far.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    pub fn push<T: Prep>(&mut self, t: T) -> Result<()> {
+        match self.spill.as_mut() {
+            Some(s) => {
+                s.scratch.clear();
+                t.put(&mut s.scratch);
+                let w = s
+                    .writer
+                    .as_mut()
+                    .ok_or_else(|| ProtocolError::Internal("spill file already read".into()))?;
+                w.write_all(&s.scratch)
+                    .map_err(|e| bad(format!("write: {e}")))?;
+                s.bytes += s.scratch.len() as u64;
+                self.items.push_back(Stored::Disk {
+                    len: s.scratch.len(),
+                });
+            }
+            None => self.items.push_back(Stored::Mem(Box::new(t))),
+        }
+        Ok(())
+    }
+
+    pub fn pop<T: Prep>(&mut self, what: &'static str) -> Result<T> {
+        let item = self
+            .items
+            .pop_front()
+            .ok_or_else(|| ProtocolError::Internal(format!("{what}: offline pass missing")))?;
+        match item {
+            Stored::Mem(b) => b
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| ProtocolError::Internal(format!("{what}: offline pass out of step"))),
+            Stored::Disk { len } => {
+                let s = self
+                    .spill
+                    .as_mut()
+                    .ok_or_else(|| ProtocolError::Internal("no spill file".into()))?;
+                if let Some(mut w) = s.writer.take() {
+                    w.flush().map_err(|e| bad(format!("flush: {e}")))?;
+                    let mut f = w.into_inner().map_err(|e| bad(format!("flush: {e}")))?;
+                    f.seek(SeekFrom::Start(0))
+                        .map_err(|e| bad(format!("seek: {e}")))?;
+                    s.reader = Some(BufReader::with_capacity(1 << 20, f));
+                }
+                let r = s
+                    .reader
+                    .as_mut()
+                    .ok_or_else(|| ProtocolError::Internal("no spill reader".into()))?;
+                s.scratch.resize(len, 0);
+                r.read_exact(&mut s.scratch)
+                    .map_err(|e| bad(format!("read: {e}")))?;
+                let mut buf = s.scratch.as_slice();
+                let t = T::get(&mut buf)?;
+                if !buf.is_empty() {
+                    return Err(ProtocolError::Internal(format!(
+                        "{what}: spilled item out of step"
+                    )));
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+impl Drop for PrepQueue {
+    fn drop(&mut self) {
+        if let Some(s) = self.spill.take() {
+            drop(s.writer);
+            drop(s.reader);
+            let _ = std::fs::remove_file(&s.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(spill: bool) {
+        let dir = std::env::temp_dir().join("qbert-prep-test");
+        let mut q = PrepQueue::default();
+        if spill {
+            q.spill_to(&dir, &format!("t{spill}")).unwrap();
+        }
+        let (k0, _) = kernels::dpf::gen::<u32, _>(6, 5, 1, &mut rand::rngs::OsRng);
+        q.push(vec![1u32, 2, 3]).unwrap();
+        q.push((vec![7u64], Some((vec![1u16], vec![2u16], vec![3u16]))))
+            .unwrap();
+        q.push(Keys(vec![k0.clone()])).unwrap();
+        q.push((vec![9u32], None::<(Vec<u32>, Vec<u32>, Vec<u32>)>))
+            .unwrap();
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.pop::<Vec<u32>>("a").unwrap(), vec![1, 2, 3]);
+        let b: (Vec<u64>, Option<(Vec<u16>, Vec<u16>, Vec<u16>)>) = q.pop("b").unwrap();
+        assert_eq!(b.0, vec![7]);
+        assert_eq!(b.1.unwrap().2, vec![3]);
+        let keys: Keys<u32> = q.pop("c").unwrap();
+        assert_eq!(
+            kernels::dpf::eval_full(&keys.0[0]),
+            kernels::dpf::eval_full(&k0)
+        );
+        let d: (Vec<u32>, Option<(Vec<u32>, Vec<u32>, Vec<u32>)>) = q.pop("d").unwrap();
+        assert!(d.1.is_none());
+        assert!(q.pop::<Vec<u32>>("e").is_err());
+        assert_eq!(q.spilled_bytes() > 0, spill);
+    }
+
+    #[test]
+    fn items_come_back_in_order_from_memory_and_from_disk() {
+        round_trip(false);
+        round_trip(true);
+    }
+
+    #[test]
+    fn a_wrong_type_is_an_error_not_a_panic() {
+        let mut q = PrepQueue::default();
+        q.push(vec![1u32]).unwrap();
+        assert!(q.pop::<Vec<u64>>("x").is_err());
+        let mut buf: &[u8] = &[5, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(<Vec<u32> as Prep>::get(&mut buf).is_err());
+    }
+}
