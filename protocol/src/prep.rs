@@ -139,7 +139,9 @@ impl PrepQueue {
     pub fn spill_to(&mut self, dir: &Path, tag: &str) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProtocolError::Config(format!("spill dir {}: {e}", dir.display())))?;
-        let path = dir.join(format!("qbert-prep-{tag}-{}.bin", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("qbert-prep-{tag}-{}-{n}.bin", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -246,6 +248,8 @@ impl Drop for PrepQueue {
 mod tests {
     use super::*;
 
+    type Extra<T> = Option<(Vec<T>, Vec<T>, Vec<T>)>;
+
     fn round_trip(spill: bool) {
         let dir = std::env::temp_dir().join("qbert-prep-test");
         let mut q = PrepQueue::default();
@@ -261,7 +265,7 @@ mod tests {
             .unwrap();
         assert_eq!(q.len(), 4);
         assert_eq!(q.pop::<Vec<u32>>("a").unwrap(), vec![1, 2, 3]);
-        let b: (Vec<u64>, Option<(Vec<u16>, Vec<u16>, Vec<u16>)>) = q.pop("b").unwrap();
+        let b: (Vec<u64>, Extra<u16>) = q.pop("b").unwrap();
         assert_eq!(b.0, vec![7]);
         assert_eq!(b.1.unwrap().2, vec![3]);
         let keys: Keys<u32> = q.pop("c").unwrap();
@@ -269,7 +273,7 @@ mod tests {
             kernels::dpf::eval_full(&keys.0[0]),
             kernels::dpf::eval_full(&k0)
         );
-        let d: (Vec<u32>, Option<(Vec<u32>, Vec<u32>, Vec<u32>)>) = q.pop("d").unwrap();
+        let d: (Vec<u32>, Extra<u32>) = q.pop("d").unwrap();
         assert!(d.1.is_none());
         assert!(q.pop::<Vec<u32>>("e").is_err());
         assert_eq!(q.spilled_bytes() > 0, spill);

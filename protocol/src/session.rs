@@ -162,29 +162,36 @@ pub fn run_local<P: Program>(
         p1.spill_to(dir)?;
     }
     connect_local(cfg, &mut p0, &mut p1, &mut d)?;
+    // Each engine moves into its thread, so a party that fails (or panics) drops its links
+    // at once and its peers see a closed link instead of waiting forever.
     let (r0, r1, rd) = std::thread::scope(|s| {
-        let h0 = s.spawn(|| drive(&mut p0, prog));
-        let h1 = s.spawn(|| drive(&mut p1, prog));
-        let hd = s.spawn(|| drive(&mut d, prog));
+        let go = |mut e: Engine| drive(&mut e, prog);
+        let h0 = s.spawn(move || go(p0));
+        let h1 = s.spawn(move || go(p1));
+        let hd = s.spawn(move || go(d));
         let j = |h: std::thread::ScopedJoinHandle<'_, Result<PartyReport<P::Output>>>| {
             h.join()
                 .unwrap_or_else(|_| Err(ProtocolError::Internal("party thread panicked".into())))
         };
         (j(h0), j(h1), j(hd))
     });
-    // Report the root cause: a party that failed first makes the others see a closed link.
-    let first_err = [&r0, &r1, &rd]
-        .into_iter()
-        .filter_map(|r| r.as_ref().err())
-        .find(|e| !matches!(e, ProtocolError::Net(crate::net::NetError::PeerClosed)));
-    if let Some(e) = first_err {
-        return Err(ProtocolError::Internal(format!("{e}")));
+    match (r0, r1, rd) {
+        (Ok(p0), Ok(p1), Ok(dealer)) => Ok(LocalRun { p0, p1, dealer }),
+        (a, b, c) => {
+            // the root cause: a party that failed first makes the others see a closed link
+            let errs: Vec<ProtocolError> =
+                [a.err(), b.err(), c.err()].into_iter().flatten().collect();
+            let closed = |e: &ProtocolError| {
+                matches!(e, ProtocolError::Net(crate::net::NetError::PeerClosed))
+            };
+            let mut errs = errs.into_iter();
+            let first = errs.next().expect("at least one party failed");
+            if !closed(&first) {
+                return Err(first);
+            }
+            Err(errs.find(|e| !closed(e)).unwrap_or(first))
+        }
     }
-    Ok(LocalRun {
-        p0: r0?,
-        p1: r1?,
-        dealer: rd?,
-    })
 }
 
 fn connect_local(

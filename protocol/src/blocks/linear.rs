@@ -30,6 +30,17 @@ impl Engine {
                 format!("{name}: input {:?}, weights {d_in}x{d_out}", x.shape),
             ));
         }
+        // Every role checks the windows before the operation starts, so all fail alike
+        // (ring::pack_bits supports 1 <= k <= 32; bits beyond the ring are no window).
+        if let Some(w) = windows
+            .iter()
+            .find(|w| w.k == 0 || w.k > 32 || w.j + w.k > R::BITS)
+        {
+            return Err(shape_err(
+                "linear",
+                format!("{name}: window [{}, {}) in Z/2^{}", w.j, w.j + w.k, R::BITS),
+            ));
+        }
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("nonempty") = d_out;
         let nz = rows * d_out;

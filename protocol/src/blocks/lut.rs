@@ -7,7 +7,7 @@ use crate::blocks::bcast_rows;
 use crate::engine::{need, Additive, Engine, LutMode, Masked, Role, Window};
 use crate::error::{shape_err, ProtocolError, Result};
 use crate::net::PartyId;
-use crate::prep::{Keys, Prep};
+use crate::prep::Keys;
 use crate::ring::{self, Ring};
 use kernels::dpf::{self, DpfKey};
 use rand_core::RngCore;

@@ -54,10 +54,16 @@ pub fn model() -> Arc<PrivateModel> {
 
 pub fn cfg(master: u64, mode: LutMode, transport: LocalTransport) -> LocalConfig {
     LocalConfig {
-        link: LinkConfig::default(),
+        // a party that fails leaves the others waiting in `run_local` (see
+        // views::run_local_returns_when_one_party_fails): time out instead of hanging
+        link: LinkConfig {
+            recv_timeout: Some(std::time::Duration::from_secs(30)),
+            ..LinkConfig::default()
+        },
         transport,
         seeds: DealerSeeds::from_master(master),
         lut_mode: mode,
+        spill: None,
     }
 }
 
@@ -71,7 +77,8 @@ pub struct Checked {
     pub secure: Vec<i64>,
     /// P0's output of the secure run (where the program returns one).
     pub p0: Option<Vec<i64>>,
-    /// The plaintext reference with the secure run's carries (== `secure`, asserted).
+    /// The plaintext reference with the secure run's carries (== `secure` followed by
+    /// `p0`, asserted).
     pub plain: Vec<i64>,
     pub stats: PlainStats,
     /// The plaintext reference with deterministic rounding (no carries).
@@ -90,14 +97,26 @@ pub fn check<P: Program<Output = Vec<i64>>>(
     let run = session::run_local(cfg, model.clone(), p).expect("secure run failed");
     let secure = run.p1.output.clone().expect("P1 learns the output");
     assert!(run.dealer.output.is_none(), "the dealer learnt an output");
-    let (plain, stats) = session::run_plain(model.clone(), Some(cfg.seeds.mask), p).expect("plain run");
+    let (plain, stats) =
+        session::run_plain(model.clone(), Some(cfg.seeds.mask), p).expect("plain run");
     let plain = plain.expect("plain output");
-    assert_eq!(secure.len(), plain.len(), "secure and plain outputs differ in length");
-    if let Some(i) = (0..secure.len()).find(|&i| secure[i] != plain[i]) {
+    // the plaintext reference returns what P1 learns followed by what P0 learns
+    let got: Vec<i64> = secure
+        .iter()
+        .chain(run.p0.output.iter().flatten())
+        .copied()
+        .collect();
+    assert_eq!(
+        got.len(),
+        plain.len(),
+        "secure and plain outputs differ in length"
+    );
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != plain[i]) {
         panic!(
-            "secure != plain with carries at {i}: {} vs {} (of {})",
-            secure[i],
+            "secure != plain with carries at {i}: {} vs {} (of {}; P1 returned {})",
+            got[i],
             plain[i],
+            got.len(),
             secure.len()
         );
     }
@@ -139,6 +158,14 @@ pub fn reveal<R: Ring>(e: &mut Engine, a: &Additive<R>) -> Result<Out> {
 pub fn reveal_m<R: Ring>(e: &mut Engine, m: &Masked<R>) -> Result<Out> {
     let a = e.to_additive(m)?;
     reveal(e, &a)
+}
+
+/// Concatenate outputs; None unless every part is Some (where the role learns them all).
+pub fn cat(parts: Vec<Out>) -> Out {
+    parts
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .map(|v| v.concat())
 }
 
 /// The public masked value x^ as this role sees it: x^ at P0/P1, x + r in the plaintext
@@ -403,7 +430,11 @@ pub fn chi2_two_sample(a: &[u64], b: &[u64]) -> (f64, f64, f64) {
         let t = ka * x as f64 - kb * y as f64;
         stat += t * t / (x + y) as f64;
     }
-    let df = if na == nb { bins as f64 - 1.0 } else { bins as f64 };
+    let df = if na == nb {
+        bins as f64 - 1.0
+    } else {
+        bins as f64
+    };
     (stat, df, chi2_sf(stat, df.max(1.0)))
 }
 
