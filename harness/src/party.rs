@@ -78,30 +78,93 @@ pub fn run_party(role: &str, p0: &str, p1: &str, timeout: Duration, spec: &RunSp
         },
         progress: None,
     };
+    let t = std::time::Instant::now();
     let rep = drive(&mut e, &prog)?;
-    let mb = |p: Phase, to: PartyId| rep.acct.bytes(p, to) as f64 / 1e6;
-    println!(
-        "{me}: offline {:.3} s, online {:.3} s, rounds {}, sent online {:.2} MB, offline {:.2} MB",
-        rep.offline_time.as_secs_f64(),
-        rep.online_time.as_secs_f64(),
-        rep.rounds,
-        mb(Phase::Online, PartyId::P0) + mb(Phase::Online, PartyId::P1),
-        mb(Phase::Offline, PartyId::P0) + mb(Phase::Offline, PartyId::P1),
-    );
+    let wall = t.elapsed();
+    // Every party sends its counters to the others, so each prints the whole report.
+    let accts = exchange_accounting(&mut e, me, &rep.acct)?;
+    let logits = rep.output.clone().unwrap_or_default();
+    let res = protocol::session::LocalRun {
+        p0: party_report(&accts[0], if me == PartyId::P0 { Some(&rep) } else { None }),
+        p1: party_report(&accts[1], if me == PartyId::P1 { Some(&rep) } else { None }),
+        dealer: party_report(
+            &accts[2],
+            if me == PartyId::Dealer {
+                Some(&rep)
+            } else {
+                None
+            },
+        ),
+    };
+    let mut report = crate::run::report_of(spec, &prep, &res, logits.clone());
+    report.wall_s = wall.as_secs_f64();
+    report.rounds = rep.rounds;
+    report.transport = "tcp".into();
+    if me != PartyId::P1 {
+        // only P1 learns the output; the float reference depends on P1's input
+        report.logits.clear();
+        report.logits_float.clear();
+        report.max_abs_err_vs_float = f64::NAN;
+    }
     if me == PartyId::P1 {
-        let logits = rep.output.context("P1 received no output")?;
-        let scale = 2f64.powi(prep.consts.fl as i32);
-        let v: Vec<f64> = logits.iter().map(|&x| x as f64 / scale).collect();
-        println!("P1: logits {v:?}");
-        if let Some(s) = spec.dealer_seed.filter(|_| spec.verify) {
-            let seeds = protocol::seed::DealerSeeds::from_master(s);
+        if let Some(seed) = spec.dealer_seed.filter(|_| spec.verify) {
+            // test mode: the dealer's seed was shared, so P1 can rerun the plaintext model
+            let seeds = protocol::seed::DealerSeeds::from_master(seed);
             let (same, _) =
                 protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
-            if same.as_ref() != Some(&logits) {
-                bail!("verification failed: secure logits differ from the plaintext model with the same carries");
-            }
-            println!("P1: verified bit-exact against the plaintext quantized model (test mode: seeds shared)");
+            report.verified = Some(same.as_ref() == Some(&logits));
         }
     }
+    println!("== {me}");
+    print!("{}", report.render());
+    if report.verified == Some(false) {
+        bail!("verification failed: secure logits differ from the plaintext model with the same carries");
+    }
     Ok(())
+}
+
+/// Send this party's accounting to the two others and receive theirs: [P0, P1, D].
+fn exchange_accounting(
+    e: &mut Engine,
+    me: PartyId,
+    mine: &protocol::Accounting,
+) -> Result<[protocol::Accounting; 3]> {
+    const TAG: u32 = u32::MAX - 2;
+    e.ctx.label(
+        Phase::Register,
+        protocol::account::NO_LAYER,
+        protocol::OpKind::Other,
+    );
+    let others: Vec<PartyId> = [PartyId::P0, PartyId::P1, PartyId::Dealer]
+        .into_iter()
+        .filter(|p| *p != me)
+        .collect();
+    for p in &others {
+        e.ctx.send(*p, TAG, mine.to_bytes())?;
+    }
+    let mut out: [protocol::Accounting; 3] = Default::default();
+    out[protocol::account::party_index(me)] = mine.clone();
+    for p in others {
+        let b = e.ctx.recv(p, TAG)?;
+        out[protocol::account::party_index(p)] = protocol::Accounting::from_bytes(&b)
+            .with_context(|| format!("{p} sent unreadable accounting"))?;
+    }
+    e.ctx.flush()?;
+    Ok(out)
+}
+
+/// A report for a party from its counters (times only for this party).
+fn party_report(
+    acct: &protocol::Accounting,
+    own: Option<&protocol::session::PartyReport<crate::program::Logits>>,
+) -> protocol::session::PartyReport<crate::program::Logits> {
+    protocol::session::PartyReport {
+        role: protocol::Role::Plain,
+        output: None,
+        register_time: own.map_or(Duration::ZERO, |r| r.register_time),
+        offline_time: own.map_or(Duration::ZERO, |r| r.offline_time),
+        online_time: own.map_or(Duration::ZERO, |r| r.online_time),
+        rounds: own.map_or(0, |r| r.rounds),
+        acct: acct.clone(),
+    }
 }

@@ -125,7 +125,10 @@ fn spilled_offline_material_gives_the_same_result() {
     let s = tiny(1, "w1a8");
     let mem = check(&s);
     let dir = std::env::temp_dir().join(format!("qbert-e2e-spill-{}", std::process::id()));
-    let spilled = check(&RunSpec { spill: Some(dir.clone()), ..s });
+    let spilled = check(&RunSpec {
+        spill: Some(dir.clone()),
+        ..s
+    });
     assert_eq!(mem.logits, spilled.logits);
     // the spill files are removed when the run ends
     assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);

@@ -7,14 +7,14 @@
 //! issued together cost one round, as they would on a real link.
 
 use crate::net::PartyId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Bytes of framing per message on the wire (the TCP frame header), counted with the payload.
 pub const FRAME_OVERHEAD: u64 = 27;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Phase {
     Register,
     Offline,
@@ -22,7 +22,7 @@ pub enum Phase {
 }
 
 /// What the program is doing; the per-operation report is keyed by it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum OpKind {
     Input,
     Linear,
@@ -71,7 +71,7 @@ impl OpKind {
 /// Layer index used for work outside the encoder layers (pooler, head, registration).
 pub const NO_LAYER: u16 = u16::MAX;
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
     /// Bytes sent to P0, P1, D (indexed by `party_index`).
     pub bytes_to: [u64; 3],
@@ -113,6 +113,18 @@ impl Accounting {
             .filter(|(k, _)| k.0 == phase)
             .map(|(_, r)| r.bytes_to[party_index(to)])
             .sum()
+    }
+    /// A self-describing encoding (JSON), to send a party's counters to the others at the
+    /// end of a session so that every party can print the whole report.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let rows: Vec<_> = self.rows.iter().collect();
+        serde_json::to_vec(&rows).unwrap_or_default()
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let rows: Vec<((Phase, u16, OpKind), Row)> = serde_json::from_slice(b).ok()?;
+        Some(Accounting {
+            rows: rows.into_iter().collect(),
+        })
     }
     pub fn merge(&mut self, other: &Accounting) {
         for (k, r) in &other.rows {
