@@ -155,27 +155,26 @@ impl RunReport {
                 "max |logit error| vs plaintext quantized (deterministic rounding): {e:.4}\n"
             );
         }
-        s += &format!(
-            "max |logit error| vs float model: {:.4}\n",
-            self.max_abs_err_vs_float
-        );
+        if self.max_abs_err_vs_float.is_finite() {
+            s += &format!(
+                "max |logit error| vs float model: {:.4}\n",
+                self.max_abs_err_vs_float
+            );
+        }
         if let (Some(o), Some(l)) = (self.out_of_window, self.lookups) {
             s += &format!("table indices outside their window (plaintext run): {o} of {l}\n");
         }
-        s += &format!(
-            "logits (secure): {:?}\n",
-            self.logits
-                .iter()
-                .map(|v| (v * 1e4).round() / 1e4)
+        let r4 = |v: &[f64]| {
+            v.iter()
+                .map(|x| (x * 1e4).round() / 1e4)
                 .collect::<Vec<_>>()
-        );
-        s += &format!(
-            "logits (float):  {:?}\n",
-            self.logits_float
-                .iter()
-                .map(|v| (v * 1e4).round() / 1e4)
-                .collect::<Vec<_>>()
-        );
+        };
+        if self.logits.is_empty() {
+            s += "logits: held by P1 only\n";
+        } else {
+            s += &format!("logits (secure): {:?}\n", r4(&self.logits));
+            s += &format!("logits (float):  {:?}\n", r4(&self.logits_float));
+        }
         s
     }
 
