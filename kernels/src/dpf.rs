@@ -20,12 +20,20 @@
 //! **Evaluation cost.** 2^d − 1 PRG doublings (2 AES each) and 2^d leaf conversions
 //! (1 AES each), about 3·2^k/E AES blocks, plus 2^k ring operations. [`eval_dot`] fuses
 //! the expansion with the table product: the tree is walked depth first down to subtrees
-//! of 2^9 leaf blocks, each subtree expanded breadth first (so AES runs on batches of
-//! blocks), and its leaf words are immediately multiply-accumulated against the rotated
-//! table, so only a few KB are live whatever k is.
+//! of at most 2^11 leaf blocks, each subtree expanded breadth first (so AES runs on long
+//! batches of blocks), and its leaf words are multiply-accumulated against the rotated
+//! table (a reversed copy with every row stored twice, so each row is one contiguous
+//! dot product), so at most ~100 KB are live whatever k is. The batched evaluators
+//! expand small trees (d <= 11) of several keys together, level by level (groups of
+//! about 2^10 leaf blocks), and prefetch the next keys' correction words.
+//!
+//! **Speed.** Each tree level is one fused kernel (AES under k0 and k1, feed-forward,
+//! control-bit correction), and so is the leaf conversion; with VAES + AVX-512 the leaf
+//! conversion also does the table product in registers (see `crate::prg::Prg` for the
+//! run-time choice of AES implementation). All implementations give identical results.
 
-use crate::lut::{reverse_table2, rotated_dot2};
-use crate::prg::{block_words, split, Prg};
+use crate::lut::{reverse_table2_doubled, rotated_dot2_doubled, DotTable};
+use crate::prg::{block_words, split, Backend, Prg};
 use crate::word::Word;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -34,11 +42,17 @@ use rayon::prelude::*;
 
 /// Largest supported domain exponent.
 pub const MAX_K: u32 = 24;
-/// Levels expanded breadth first per subtree in the evaluators: 2^9 leaf blocks (8 KB of
-/// seeds, 8 KB of leaf words), long AES batches, still L1-resident.
-const CHUNK_LEVELS: u32 = 9;
+/// Most levels expanded breadth first per subtree in the evaluators: 2^11 leaf blocks
+/// (32 KB of seeds, 32 KB of leaf words, L2-resident), so the few narrow levels at the
+/// top of each subtree (too few blocks to keep the AES pipeline full) are amortised.
+const CHUNK_LEVELS: u32 = 11;
+/// Small trees (d <= CHUNK_LEVELS) are expanded in groups of keys with about
+/// 2^GROUP_LEVELS leaf blocks in all (at least one key).
+const GROUP_LEVELS: u32 = 10;
 /// At most 2^MAX_GROUP_LOG small-tree keys are expanded together.
 const MAX_GROUP_LOG: u32 = 6;
+/// At most this many key groups per parallel task in the batched evaluators.
+const TASK_GROUPS: usize = 8;
 /// Keys per deterministic RNG stream in [`gen_batch`].
 const GEN_CHUNK: usize = 256;
 /// Domain size from which a single key's evaluation is split over threads.
@@ -380,29 +394,32 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
     (keys0, keys1)
 }
 
-/// Scratch buffers of the evaluators (a few KB; reused across keys).
+/// Scratch buffers of the evaluators (up to ~100 KB; reused across keys).
 ///
 /// Nodes are held as one u128: the 127-bit seed with the control bit in the LSB (seeds
 /// always have LSB 0), so a corrected child is `raw ⊕ (t ? (s_CW | t_CW) : 0)` in one
 /// pass. Several keys can be expanded together (key-major: key g's nodes are contiguous
 /// at every level) so that the AES batches are long even near the roots.
 struct Expander<W> {
+    /// AES backend (see [`Prg::fixed`]).
+    be: Backend,
     nodes: Vec<u128>,
     next: Vec<u128>,
-    left: Vec<u128>,
-    right: Vec<u128>,
-    cwl: Vec<(u128, u128)>,
+    cwl: Vec<u128>,
+    cwr: Vec<u128>,
+    roots: Vec<u128>,
     words: Vec<W>,
 }
 
 impl<W: Word> Expander<W> {
-    fn new() -> Self {
+    fn new(be: Backend) -> Self {
         Expander {
+            be,
             nodes: Vec::new(),
             next: Vec::new(),
-            left: Vec::new(),
-            right: Vec::new(),
             cwl: Vec::new(),
+            cwr: Vec::new(),
+            roots: Vec::new(),
             words: Vec::new(),
         }
     }
@@ -421,88 +438,172 @@ impl<W: Word> Expander<W> {
     ) {
         let d = key.cws.len() as u32;
         if d - level > CHUNK_LEVELS {
-            let (l, r) = children(key, level, node);
+            let (l, r) = children(self.be, key, level, node);
             let half = 1usize << (key.k - level - 1);
             self.for_each_chunk(key, level + 1, l, j0, f);
             self.for_each_chunk(key, level + 1, r, j0 + half, f);
         } else {
-            self.expand(std::slice::from_ref(key), &[node], level);
+            self.roots.clear();
+            self.roots.push(node);
+            self.expand(std::slice::from_ref(key), level);
             f(j0, &self.words);
         }
     }
 
-    /// Breadth-first expansion of `roots[g]` (a node of `keys[g]` at `level`; all keys of
-    /// the same shape) down to the leaves. Afterwards `self.words` holds, for each key in
-    /// order, the 2^(d − level)·2^nu unsigned leaf values of its subtree.
-    fn expand(&mut self, keys: &[DpfKey<W>], roots: &[u128], level: u32) {
+    /// Unsigned partial rotated dot product (as `rotated_dot2_doubled` over the leaf
+    /// values) of one key's subtree under `node` at `level` (domain offset `j0`), walked
+    /// depth first down to subtrees of 2^CHUNK_LEVELS leaf blocks.
+    #[allow(clippy::too_many_arguments)]
+    fn dot_chunks(
+        &mut self,
+        key: &DpfKey<W>,
+        level: u32,
+        node: u128,
+        j0: usize,
+        tab: &DotTable<'_, W>,
+        x: u32,
+        y: u32,
+    ) -> W {
+        let d = key.cws.len() as u32;
+        if d - level > CHUNK_LEVELS {
+            let (l, r) = children(self.be, key, level, node);
+            let half = 1usize << (key.k - level - 1);
+            let a = self.dot_chunks(key, level + 1, l, j0, tab, x, y);
+            a.wadd(self.dot_chunks(key, level + 1, r, j0 + half, tab, x, y))
+        } else {
+            self.roots.clear();
+            self.roots.push(node);
+            let mut out = [W::ZERO];
+            self.expand_dot(
+                std::slice::from_ref(key),
+                level,
+                tab,
+                &[x],
+                &[y],
+                j0,
+                &mut out,
+            );
+            out[0]
+        }
+    }
+
+    /// Breadth-first expansion of `self.roots[g]` (a node of `keys[g]` at `level`) with
+    /// the leaf values of each key fed straight into the rotated dot product:
+    /// `out[g]` = unsigned `rotated_dot2_doubled(tab, xs[g], ys[g], j0, leaf values of
+    /// key g)`. Fused into the leaf conversion when the backend and shape allow it.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_dot(
+        &mut self,
+        keys: &[DpfKey<W>],
+        level: u32,
+        tab: &DotTable<'_, W>,
+        xs: &[u32],
+        ys: &[u32],
+        j0: usize,
+        out: &mut [W],
+    ) {
+        let m = self.expand_levels(keys, level);
+        let shift = keys[0].cws.len() as u32 - level;
+        #[cfg(target_arch = "x86_64")]
+        if keys[0].cw_out.len() == (128 / W::BITS) as usize
+            && Prg::dpf_leaves_dot_ok::<W>(self.be, shift, tab.ky)
+        {
+            self.cwl.clear();
+            self.cwl
+                .extend(keys.iter().map(|key| words_block(&key.cw_out)));
+            let nodes = &self.nodes[..m];
+            Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
+            return;
+        }
+        self.leaf_words(keys, level, m);
+        let span = self.words.len() / keys.len();
+        for (g, o) in out.iter_mut().enumerate().take(keys.len()) {
+            let ws = &self.words[g * span..(g + 1) * span];
+            *o = rotated_dot2_doubled(tab.rev2, tab.kx, tab.ky, xs[g], ys[g], j0, ws);
+        }
+    }
+
+    /// Breadth-first expansion of `self.roots[g]` (a node of `keys[g]` at `level`; all
+    /// keys of the same shape) down to the leaves. Afterwards `self.words` holds, for
+    /// each key in order, the 2^(d − level)·2^nu unsigned leaf values of its subtree.
+    fn expand(&mut self, keys: &[DpfKey<W>], level: u32) {
+        let m = self.expand_levels(keys, level);
+        self.leaf_words(keys, level, m);
+    }
+
+    /// The tree levels of [`Expander::expand`]: afterwards `self.nodes[..m]` (returned m)
+    /// holds the leaf nodes of every key's subtree, key-major.
+    fn expand_levels(&mut self, keys: &[DpfKey<W>], level: u32) -> usize {
         let prg = Prg::fixed();
         let d = keys[0].cws.len() as u32;
-        self.nodes.clear();
-        self.nodes.extend_from_slice(roots);
-        for (lvl, depth) in (level..d).zip(0u32..) {
-            self.cwl.clear();
-            self.cwl.extend(keys.iter().map(|key| {
-                let cw = key.cws[lvl as usize];
-                (cw.seed | cw.t_l as u128, cw.seed | cw.t_r as u128)
-            }));
-            self.left.clear();
-            self.left.extend(self.nodes.iter().map(|&v| v & !1));
-            self.right.clear();
-            self.right.extend_from_slice(&self.left);
-            prg.encrypt(0, &mut self.left);
-            prg.encrypt(1, &mut self.right);
-            self.next.resize(2 * self.nodes.len(), 0);
-            let per = 1usize << depth; // nodes per key at this level
-            for (g, &(cl, cr)) in self.cwl.iter().enumerate() {
-                let r0 = g * per;
-                let nodes = &self.nodes[r0..r0 + per];
-                let (ls, rs) = (&self.left[r0..r0 + per], &self.right[r0..r0 + per]);
-                let next = &mut self.next[2 * r0..2 * (r0 + per)];
-                for (nx, ((&v, &l), &r)) in
-                    next.chunks_exact_mut(2).zip(nodes.iter().zip(ls).zip(rs))
-                {
-                    let s = v & !1;
-                    let mask = 0u128.wrapping_sub(v & 1);
-                    nx[0] = l ^ s ^ (cl & mask);
-                    nx[1] = r ^ s ^ (cr & mask);
-                }
+        debug_assert_eq!(keys.len(), self.roots.len());
+        // Both node buffers are sized for the leaf level once (they only ever grow, so
+        // no per-level zero filling); `n` nodes of `self.nodes` are live.
+        let m = self.roots.len() << (d - level);
+        if self.nodes.len() < m {
+            self.nodes.resize(m, 0);
+            self.next.resize(m, 0);
+        }
+        let g = keys.len();
+        let mut n = g;
+        self.nodes[..n].copy_from_slice(&self.roots);
+        // Correction words of levels level..d, level-major (cwl[depth·g + key]), gathered
+        // in one pass over the keys.
+        let levels = (d - level) as usize;
+        self.cwl.resize(levels * g, 0);
+        self.cwr.resize(levels * g, 0);
+        for (i, key) in keys.iter().enumerate() {
+            for (depth, cw) in key.cws[level as usize..].iter().enumerate() {
+                self.cwl[depth * g + i] = cw.seed | cw.t_l as u128;
+                self.cwr[depth * g + i] = cw.seed | cw.t_r as u128;
             }
+        }
+        for depth in 0..levels {
+            // Node i of this level belongs to key i >> depth.
+            prg.dpf_level(
+                self.be,
+                &self.nodes[..n],
+                &mut self.next[..2 * n],
+                &self.cwl[depth * g..][..g],
+                &self.cwr[depth * g..][..g],
+                depth as u32,
+            );
             std::mem::swap(&mut self.nodes, &mut self.next);
+            n *= 2;
         }
-        // Leaf conversion: Convert(s) + t·CW_out.
-        let m = self.nodes.len();
+        debug_assert_eq!(n, m);
+        m
+    }
+
+    /// The leaf conversion of [`Expander::expand`] for the `m` leaf nodes of
+    /// [`Expander::expand_levels`]: Convert(s) + t·CW_out into `self.words`.
+    fn leaf_words(&mut self, keys: &[DpfKey<W>], level: u32, m: usize) {
+        let prg = Prg::fixed();
+        let d = keys[0].cws.len() as u32;
+        let nodes = &self.nodes[..m];
         let per_key_shift = d - level;
-        self.left.clear();
-        self.left.extend(self.nodes.iter().map(|&v| v & !1));
-        prg.encrypt(2, &mut self.left);
-        for (c, &v) in self.left.iter_mut().zip(&self.nodes) {
-            *c ^= v & !1;
-        }
         let used = keys[0].cw_out.len();
         self.words.resize(m * used, W::ZERO);
         if used == (128 / W::BITS) as usize {
-            // Branch-free: addend block = CW_out block masked by t (two 64-bit ANDs), then
-            // one flat vectorised word-wise add.
+            // Branch-free: addend block = CW_out block masked by t, added word-wise.
             self.cwl.clear();
             self.cwl
-                .extend(keys.iter().map(|key| (words_block(&key.cw_out), 0)));
-            self.right.clear();
-            let per = 1usize << per_key_shift;
-            for (g, &(cwb, _)) in self.cwl.iter().enumerate() {
-                let nodes = &self.nodes[g * per..(g + 1) * per];
-                self.right
-                    .extend(nodes.iter().map(|&v| cwb & 0u128.wrapping_sub(v & 1)));
-            }
-            add_blocks_as_words(&self.left, &self.right, &mut self.words);
+                .extend(keys.iter().map(|key| words_block(&key.cw_out)));
+            prg.dpf_leaves(self.be, nodes, &self.cwl, per_key_shift, &mut self.words);
         } else {
             // Tiny domains (2^k < 128/BITS): one partial leaf block per key.
+            let blocks = &mut self.next[..m];
+            for (b, &v) in blocks.iter_mut().zip(nodes) {
+                *b = v & !1;
+            }
+            prg.encrypt_with(self.be, 2, blocks);
             for (i, (wb, (&blk, &v))) in self
                 .words
                 .chunks_exact_mut(used)
-                .zip(self.left.iter().zip(&self.nodes))
+                .zip(blocks.iter().zip(nodes))
                 .enumerate()
             {
-                block_words(blk, wb);
+                block_words(blk ^ (v & !1), wb);
                 let cw = &keys[i >> per_key_shift].cw_out;
                 let mask = W::mask(v & 1 == 1);
                 for (w, &c) in wb.iter_mut().zip(cw) {
@@ -521,29 +622,6 @@ fn words_block<W: Word>(ws: &[W]) -> u128 {
     })
 }
 
-/// `out` = word-wise sum of the little-endian words of blocks `a` and `b`
-/// (`out.len() == a.len()·128/BITS`).
-#[inline]
-fn add_blocks_as_words<W: Word>(a: &[u128], b: &[u128], out: &mut [W]) {
-    #[cfg(target_endian = "little")]
-    {
-        let wa: &[W] = bytemuck::cast_slice(a);
-        let wb: &[W] = bytemuck::cast_slice(b);
-        for ((o, &x), &y) in out.iter_mut().zip(wa).zip(wb) {
-            *o = x.wadd(y);
-        }
-    }
-    #[cfg(target_endian = "big")]
-    {
-        let per = (128 / W::BITS) as usize;
-        for ((ow, &x), &y) in out.chunks_exact_mut(per).zip(a).zip(b) {
-            for (i, o) in ow.iter_mut().enumerate() {
-                *o = crate::prg::word_of::<W>(x, i).wadd(crate::prg::word_of::<W>(y, i));
-            }
-        }
-    }
-}
-
 /// A key's root node (seed with the control bit in the LSB).
 #[inline]
 fn root<W: Word>(key: &DpfKey<W>) -> u128 {
@@ -552,13 +630,13 @@ fn root<W: Word>(key: &DpfKey<W>) -> u128 {
 
 /// Both corrected children of `node` at `level` (nodes carry t in the LSB).
 #[inline]
-fn children<W: Word>(key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
+fn children<W: Word>(be: Backend, key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
     let prg = Prg::fixed();
     let s = node & !1;
     let mut l = [s];
     let mut r = [s];
-    prg.encrypt(0, &mut l);
-    prg.encrypt(1, &mut r);
+    prg.encrypt_with(be, 0, &mut l);
+    prg.encrypt_with(be, 1, &mut r);
     let cw = key.cws[level as usize];
     let mask = 0u128.wrapping_sub(node & 1);
     (
@@ -590,26 +668,30 @@ fn check_key<W: Word>(key: &DpfKey<W>) {
 /// Preconditions (asserted): a well-formed key. Cost: about 3·2^k/E AES blocks and
 /// 2^k word operations (E = 128/BITS); parallel over subtrees for k >= 16.
 pub fn eval_full<W: Word>(key: &DpfKey<W>) -> Vec<W> {
+    eval_full_with(Prg::fixed().backend(), key)
+}
+
+fn eval_full_with<W: Word>(be: Backend, key: &DpfKey<W>) -> Vec<W> {
     check_key(key);
     let mut out = vec![W::ZERO; 1usize << key.k];
-    full_rec(key, 0, root(key), &mut out);
+    full_rec(be, key, 0, root(key), &mut out);
     if key.party == 1 {
         out.iter_mut().for_each(|v| *v = v.wneg());
     }
     out
 }
 
-fn full_rec<W: Word>(key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
+fn full_rec<W: Word>(be: Backend, key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
     let d = key.cws.len() as u32;
     if out.len() >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
-        let (l, r) = children(key, level, node);
+        let (l, r) = children(be, key, level, node);
         let (lo, hi) = out.split_at_mut(out.len() / 2);
         rayon::join(
-            || full_rec(key, level + 1, l, lo),
-            || full_rec(key, level + 1, r, hi),
+            || full_rec(be, key, level + 1, l, lo),
+            || full_rec(be, key, level + 1, r, hi),
         );
     } else {
-        let mut ex = Expander::new();
+        let mut ex = Expander::new(be);
         ex.for_each_chunk(key, level, node, 0, &mut |j, ws: &[W]| {
             out[j..j + ws.len()].copy_from_slice(ws)
         });
@@ -635,7 +717,7 @@ pub fn eval_dot<W: Word>(key: &DpfKey<W>, table: &[W], x: u32) -> W {
 pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
     let k = keys.first().map_or(0, |key| key.k);
     let ys = vec![0u32; xs.len()];
-    eval_dot2_batch_impl(keys, table, 0, k, &ys, xs)
+    eval_dot2_batch_impl(Prg::fixed().backend(), keys, table, 0, k, &ys, xs)
 }
 
 /// Two-input fused dot for a DPF on the joint domain kx + ky (point a·2^ky + b):
@@ -645,6 +727,18 @@ pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> V
 /// Preconditions (asserted): `key.k == kx + ky`, `table.len() == 2^(kx+ky)`; x, y taken
 /// mod 2^kx, 2^ky. Cost: as [`eval_dot`] (one extra split per table row).
 pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32, y: u32) -> W {
+    eval_dot2_with(Prg::fixed().backend(), key, table, kx, ky, x, y)
+}
+
+fn eval_dot2_with<W: Word>(
+    be: Backend,
+    key: &DpfKey<W>,
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+) -> W {
     check_key(key);
     assert_eq!(key.k, kx + ky, "eval_dot2: key.k != kx + ky");
     assert_eq!(
@@ -652,8 +746,9 @@ pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32
         1usize << key.k,
         "eval_dot2: table.len() != 2^k"
     );
-    let rev = reverse_table2(table, kx, ky);
-    let r = dot_rec(key, &rev, kx, ky, x, y, 0, root(key), 0);
+    let rev = reverse_table2_doubled(table, kx, ky);
+    let tab = DotTable { rev2: &rev, kx, ky };
+    let r = dot_rec(be, key, &tab, x, y, 0, root(key), 0);
     if key.party == 1 {
         r.wneg()
     } else {
@@ -674,13 +769,14 @@ pub fn eval_dot2_batch<W: Word>(
     xs: &[u32],
     ys: &[u32],
 ) -> Vec<W> {
-    eval_dot2_batch_impl(keys, table, kx, ky, xs, ys)
+    eval_dot2_batch_impl(Prg::fixed().backend(), keys, table, kx, ky, xs, ys)
 }
 
 /// One parallel work item of the batched dot: outputs, keys, xs, ys of a key group.
 type BatchItem<'a, W> = (&'a mut [W], (&'a [DpfKey<W>], (&'a [u32], &'a [u32])));
 
 fn eval_dot2_batch_impl<W: Word>(
+    be: Backend,
     keys: &[DpfKey<W>],
     table: &[W],
     kx: u32,
@@ -712,26 +808,19 @@ fn eval_dot2_batch_impl<W: Word>(
         check_key(key);
         assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
     }
-    let rev = reverse_table2(table, kx, ky);
+    let rev = reverse_table2_doubled(table, kx, ky);
     let d = keys[0].cws.len() as u32;
-    // Keys per group: whole small trees expanded together, up to 2^CHUNK_LEVELS leaves.
-    let group = 1usize << CHUNK_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
-    let span = 1usize << k;
+    // Keys per group: whole small trees expanded together, about 2^GROUP_LEVELS leaves.
+    let group = 1usize << GROUP_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
+    let tab = DotTable { rev2: &rev, kx, ky };
     let run = |ex: &mut Expander<W>, (o, (kg, (xg, yg))): BatchItem<'_, W>| {
         if d <= CHUNK_LEVELS {
-            let roots: Vec<u128> = kg.iter().map(root).collect();
-            ex.expand(kg, &roots, 0);
-            for (g, ov) in o.iter_mut().enumerate() {
-                let ws = &ex.words[g * span..(g + 1) * span];
-                *ov = rotated_dot2(&rev, kx, ky, xg[g], yg[g], 0, ws);
-            }
+            ex.roots.clear();
+            ex.roots.extend(kg.iter().map(root));
+            ex.expand_dot(kg, 0, &tab, xg, yg, 0, o);
         } else {
             for (ov, (key, (&x, &y))) in o.iter_mut().zip(kg.iter().zip(xg.iter().zip(yg))) {
-                let mut acc = W::ZERO;
-                ex.for_each_chunk(key, 0, root(key), 0, &mut |j, ws: &[W]| {
-                    acc = acc.wadd(rotated_dot2(&rev, kx, ky, x, y, j, ws));
-                });
-                *ov = acc;
+                *ov = ex.dot_chunks(key, 0, root(key), 0, &tab, x, y);
             }
         }
         for (ov, key) in o.iter_mut().zip(kg) {
@@ -740,30 +829,72 @@ fn eval_dot2_batch_impl<W: Word>(
             }
         }
     };
-    let items = out.chunks_mut(group).zip(
-        keys.chunks(group)
-            .zip(xs.chunks(group).zip(ys.chunks(group))),
-    );
-    if keys.len() > group && (keys.len() << k) >= 1 << 14 {
+    // A task is a run of groups.
+    let ngroups = keys.len().div_ceil(group);
+    let tg = (ngroups / (8 * rayon::current_num_threads())).clamp(1, TASK_GROUPS);
+    let task = group * tg;
+    // While a group is expanded, the key data (separate heap blocks per key, usually not in
+    // cache) of the group two groups ahead is prefetched (by global index, so this also
+    // covers the start of the next task, which is usually the same thread's next range).
+    let ahead = 2 * group;
+    let run_task = |ex: &mut Expander<W>, (t, (o, (kt, (xt, yt)))): (usize, BatchItem<'_, W>)| {
+        let groups = o
+            .chunks_mut(group)
+            .zip(kt.chunks(group).zip(xt.chunks(group).zip(yt.chunks(group))));
+        for (gi, item) in groups.enumerate() {
+            let a = (t * task + gi * group + ahead).min(keys.len());
+            let b = (a + group).min(keys.len());
+            keys[a..b].iter().for_each(prefetch_key);
+            run(ex, item);
+        }
+    };
+    let items = out
+        .chunks_mut(task)
+        .zip(keys.chunks(task).zip(xs.chunks(task).zip(ys.chunks(task))))
+        .enumerate();
+    if keys.len() > task && (keys.len() << k) >= 1 << 14 {
         let items: Vec<_> = items.collect();
+        // At least ~1/8 of a thread's share per rayon job: few scratch allocations.
+        let min_len = (items.len() / (8 * rayon::current_num_threads())).max(1);
         items
             .into_par_iter()
-            .for_each_init(Expander::new, |ex, item| run(ex, item));
+            .with_min_len(min_len)
+            .for_each_init(|| Expander::new(be), |ex, item| run_task(ex, item));
     } else {
-        let mut ex = Expander::new();
-        items.for_each(|item| run(&mut ex, item));
+        let mut ex = Expander::new(be);
+        items.for_each(|item| run_task(&mut ex, item));
     }
     out
+}
+
+/// Hints the CPU to fetch a key's correction words (at most 512 bytes) and output
+/// correction into the cache. No effect on results.
+#[inline]
+fn prefetch_key<W: Word>(key: &DpfKey<W>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = key.cws.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(key.cws.as_slice()).min(512);
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetching is only a hint: it never faults and has no effect on
+            // memory contents; the address is inside the key's allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+        }
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(key.cw_out.as_ptr().cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = key;
 }
 
 /// Unsigned partial dot over the subtree of `node` at `level` (domain offset j0), split
 /// over threads for large subtrees.
 #[allow(clippy::too_many_arguments)]
 fn dot_rec<W: Word>(
+    be: Backend,
     key: &DpfKey<W>,
-    rev: &[W],
-    kx: u32,
-    ky: u32,
+    tab: &DotTable<'_, W>,
     x: u32,
     y: u32,
     level: u32,
@@ -773,18 +904,14 @@ fn dot_rec<W: Word>(
     let d = key.cws.len() as u32;
     let span = 1usize << (key.k - level);
     if span >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
-        let (l, r) = children(key, level, node);
+        let (l, r) = children(be, key, level, node);
         let (a, b) = rayon::join(
-            || dot_rec(key, rev, kx, ky, x, y, level + 1, l, j0),
-            || dot_rec(key, rev, kx, ky, x, y, level + 1, r, j0 + span / 2),
+            || dot_rec(be, key, tab, x, y, level + 1, l, j0),
+            || dot_rec(be, key, tab, x, y, level + 1, r, j0 + span / 2),
         );
         a.wadd(b)
     } else {
-        let mut acc = W::ZERO;
-        Expander::new().for_each_chunk(key, level, node, j0, &mut |j, ws: &[W]| {
-            acc = acc.wadd(rotated_dot2(rev, kx, ky, x, y, j, ws));
-        });
-        acc
+        Expander::new(be).dot_chunks(key, level, node, j0, tab, x, y)
     }
 }
 
@@ -994,6 +1121,181 @@ mod tests {
     #[test]
     fn dpf_dot2_u64() {
         check_dot2::<u64>(38);
+    }
+
+    /// Every AES backend this CPU has (intrinsics paths) against the portable one: eval_full,
+    /// eval_dot2 (single and batched, 1-D and 2-D splits) for k = 1..=16 and all word types.
+    fn check_backends_agree<W: Word>(seed: u64) {
+        let prg = Prg::fixed();
+        let backends = prg.backends();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for k in 1..=16u32 {
+            let size = 1usize << k;
+            let n = if k <= 10 { 37 } else { 3 };
+            let alphas: Vec<u32> = (0..n).map(|_| rng.gen_range(0..size as u32)).collect();
+            let beta: W = W::from_u64(rng.gen());
+            let (k0, k1) = gen_batch::<W>(k, &alphas, beta, rng.gen());
+            let table = rand_words::<W>(&mut rng, size);
+            let kx = rng.gen_range(0..=k);
+            let ky = k - kx;
+            let xs: Vec<u32> = (0..n).map(|_| rng.gen()).collect();
+            let ys: Vec<u32> = (0..n).map(|_| rng.gen()).collect();
+            for keys in [&k0, &k1] {
+                let want = eval_dot2_batch_impl(Backend::Portable, keys, &table, kx, ky, &xs, &ys);
+                let want1 = eval_dot2_batch_impl(Backend::Portable, keys, &table, 0, k, &xs, &xs);
+                let full = eval_full_with(Backend::Portable, &keys[0]);
+                let single =
+                    eval_dot2_with(Backend::Portable, &keys[1], &table, kx, ky, xs[1], ys[1]);
+                assert_eq!(single, want[1], "k={k}");
+                for &be in &backends {
+                    let got = eval_dot2_batch_impl(be, keys, &table, kx, ky, &xs, &ys);
+                    assert_eq!(got, want, "{be:?} k={k} kx={kx} ky={ky}");
+                    let got1 = eval_dot2_batch_impl(be, keys, &table, 0, k, &xs, &xs);
+                    assert_eq!(got1, want1, "{be:?} k={k}");
+                    assert_eq!(eval_full_with(be, &keys[0]), full, "{be:?} k={k}");
+                    assert_eq!(
+                        eval_dot2_with(be, &keys[1], &table, kx, ky, xs[1], ys[1]),
+                        single,
+                        "{be:?} k={k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backends_agree_u16() {
+        check_backends_agree::<u16>(40);
+    }
+    #[test]
+    fn backends_agree_u32() {
+        check_backends_agree::<u32>(41);
+    }
+    #[test]
+    fn backends_agree_u64() {
+        check_backends_agree::<u64>(42);
+    }
+
+    /// The level and leaf kernels of every backend against the portable ones, on random
+    /// nodes and correction words, all lengths up to 70 and key shifts 0..=7.
+    #[test]
+    fn backend_kernels_agree() {
+        fn leaves<W: Word>(be: Backend, nodes: &[u128], cw: &[u128], shift: u32) -> Vec<W> {
+            let mut out = vec![W::ZERO; nodes.len() * (128 / W::BITS) as usize];
+            Prg::fixed().dpf_leaves(be, nodes, cw, shift, &mut out);
+            out
+        }
+        let prg = Prg::fixed();
+        let mut rng = ChaCha8Rng::seed_from_u64(43);
+        let mut block = || (rng.gen::<u128>(), rng.gen::<u128>());
+        for n in 0..=70usize {
+            for shift in 0..=7u32 {
+                let nodes: Vec<u128> = (0..n).map(|_| block().0).collect();
+                let cws = ((n.max(1) - 1) >> shift) + 1;
+                let (cl, cr): (Vec<u128>, Vec<u128>) = (0..cws).map(|_| block()).unzip();
+                let mut want = vec![0u128; 2 * n];
+                prg.dpf_level(Backend::Portable, &nodes, &mut want, &cl, &cr, shift);
+                let want16 = leaves::<u16>(Backend::Portable, &nodes, &cl, shift);
+                let want32 = leaves::<u32>(Backend::Portable, &nodes, &cl, shift);
+                let want64 = leaves::<u64>(Backend::Portable, &nodes, &cl, shift);
+                let mut raw = nodes.clone();
+                prg.encrypt_with(Backend::Portable, 1, &mut raw);
+                for be in prg.backends() {
+                    let mut got = vec![0u128; 2 * n];
+                    prg.dpf_level(be, &nodes, &mut got, &cl, &cr, shift);
+                    assert_eq!(got, want, "{be:?} n={n} shift={shift}");
+                    assert_eq!(leaves::<u16>(be, &nodes, &cl, shift), want16, "{be:?}");
+                    assert_eq!(leaves::<u32>(be, &nodes, &cl, shift), want32, "{be:?}");
+                    assert_eq!(leaves::<u64>(be, &nodes, &cl, shift), want64, "{be:?}");
+                    let mut enc = nodes.clone();
+                    prg.encrypt_with(be, 1, &mut enc);
+                    assert_eq!(enc, raw, "{be:?} n={n}");
+                }
+            }
+        }
+        // The portable level kernel against its definition.
+        let nodes: Vec<u128> = (0..9).map(|_| block().0).collect();
+        let (cl, cr): (Vec<u128>, Vec<u128>) = (0..5).map(|_| block()).unzip();
+        let mut next = vec![0u128; 18];
+        prg.dpf_level(Backend::Portable, &nodes, &mut next, &cl, &cr, 1);
+        for (i, &v) in nodes.iter().enumerate() {
+            let (sl, tl, sr, tr) = prg.double(v & !1);
+            let t = v & 1 == 1;
+            let l = (sl | tl as u128) ^ if t { cl[i >> 1] } else { 0 };
+            let r = (sr | tr as u128) ^ if t { cr[i >> 1] } else { 0 };
+            assert_eq!((next[2 * i], next[2 * i + 1]), (l, r));
+        }
+    }
+
+    /// The fused leaf-conversion + rotated-dot kernel against leaf words and
+    /// `rotated_dot2_doubled`, on random nodes, tables, rotations and domain offsets.
+    #[cfg(target_arch = "x86_64")]
+    fn check_fused_dot<W: Word>(seed: u64) {
+        let prg = Prg::fixed();
+        if !prg.backends().contains(&Backend::Vaes512) {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let e = (128 / W::BITS) as usize;
+        let min_ky = (512 / W::BITS).trailing_zeros();
+        for shift in 5..=7u32 {
+            for (kx, ky) in [(0, min_ky), (0, 12), (1, min_ky), (3, min_ky + 1), (2, 9)] {
+                let size = 1usize << (kx + ky);
+                let words_per_key = e << shift;
+                if words_per_key > size {
+                    continue;
+                }
+                let table = rand_words::<W>(&mut rng, size);
+                let rev2 = reverse_table2_doubled(&table, kx, ky);
+                let tab = DotTable {
+                    rev2: &rev2,
+                    kx,
+                    ky,
+                };
+                let g = 3usize;
+                let nodes: Vec<u128> = (0..g << shift).map(|_| rng.gen()).collect();
+                let cw: Vec<u128> = (0..g).map(|_| rng.gen()).collect();
+                let xs: Vec<u32> = (0..g).map(|_| rng.gen()).collect();
+                let ys: Vec<u32> = (0..g).map(|_| rng.gen()).collect();
+                let starts = (size - words_per_key) / words_per_key;
+                let j0 = rng.gen_range(0..=starts) * words_per_key;
+                let mut got = vec![W::ZERO; g];
+                prg.dpf_leaves_dot(
+                    Backend::Vaes512,
+                    &nodes,
+                    &cw,
+                    shift,
+                    &tab,
+                    &xs,
+                    &ys,
+                    j0,
+                    &mut got,
+                );
+                let mut words = vec![W::ZERO; nodes.len() * e];
+                prg.dpf_leaves(Backend::Portable, &nodes, &cw, shift, &mut words);
+                for i in 0..g {
+                    let ws = &words[i * words_per_key..(i + 1) * words_per_key];
+                    let want = crate::lut::rotated_dot2(
+                        &crate::lut::reverse_table2(&table, kx, ky),
+                        kx,
+                        ky,
+                        xs[i],
+                        ys[i],
+                        j0,
+                        ws,
+                    );
+                    assert_eq!(got[i], want, "shift={shift} kx={kx} ky={ky} j0={j0} i={i}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fused_dot_kernel() {
+        check_fused_dot::<u16>(44);
+        check_fused_dot::<u32>(45);
+        check_fused_dot::<u64>(46);
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! All kernels are plain portable Rust written so the compiler vectorises their inner
 //! loops (contiguous, fixed-width accumulator blocks); the hottest loops are additionally
 //! compiled a second time with AVX2 enabled and selected at run time (same source, no
-//! intrinsics; see `simd_dispatch!`). Large inputs are parallelised with rayon, small
-//! ones run sequentially. Shape mismatches are caller bugs and panic via `assert!`.
+//! intrinsics; see `simd_dispatch!`). The exception is the DPF: its fixed-key AES, tree
+//! levels, leaf conversion and table product have x86_64 intrinsics paths (VAES +
+//! AVX-512, AES-NI; private module `fastaes`) chosen at run time, with the portable code
+//! as fallback and as the reference the tests compare them with. Large inputs are
+//! parallelised with rayon, small ones run sequentially. Shape mismatches are caller bugs
+//! and panic via `assert!`.
 
 #![warn(missing_docs)]
 
@@ -45,6 +49,8 @@ macro_rules! simd_dispatch {
 
 pub mod bitfc;
 pub mod dpf;
+#[cfg(target_arch = "x86_64")]
+mod fastaes;
 pub mod lut;
 pub mod matmul;
 pub mod prg;

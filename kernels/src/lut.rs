@@ -154,6 +154,131 @@ pub(crate) fn reverse_table2<W: Word>(table: &[W], kx: u32, ky: u32) -> Vec<W> {
     rev
 }
 
+/// A reversed lookup table with rows stored twice ([`reverse_table2_doubled`]: 2^kx rows
+/// of 2·2^ky words), as the fused DPF evaluators read it.
+pub(crate) struct DotTable<'a, W> {
+    /// The doubled reversed table.
+    pub rev2: &'a [W],
+    /// log2 of the row count.
+    pub kx: u32,
+    /// log2 of the row length.
+    pub ky: u32,
+}
+
+/// [`reverse_table2`] with every row stored twice in a row (rows of 2^(ky+1) words):
+/// `R2[m1·2^(ky+1) + m2] = R[m1·2^ky + (m2 mod 2^ky)]`, so that a rotated row segment is
+/// one contiguous run (see [`rotated_dot2_doubled`]). Cost: 2^(kx+ky+1) copies.
+pub(crate) fn reverse_table2_doubled<W: Word>(table: &[W], kx: u32, ky: u32) -> Vec<W> {
+    let ny = 1usize << ky;
+    let rev = reverse_table2(table, kx, ky);
+    let mut out = Vec::with_capacity(2 * rev.len());
+    for row in rev.chunks_exact(ny) {
+        out.extend_from_slice(row);
+        out.extend_from_slice(row);
+    }
+    out
+}
+
+/// [`rotated_dot2`] on the doubled reversal `rev2` of [`reverse_table2_doubled`]:
+/// the same value (wrapping sums are order independent), one contiguous dot product per
+/// table row instead of two. Uses AVX-512 intrinsics when the CPU has them (F, BW, DQ),
+/// else the portable code compiled for AVX2 or baseline.
+#[inline]
+pub(crate) fn rotated_dot2_doubled<W: Word>(
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512F/BW/DQ (checked just above).
+        return unsafe { rotated_dot2_doubled_avx512(rev2, kx, ky, x, y, j0, vals) };
+    }
+    rotated_dot2_doubled_simd(rev2, kx, ky, x, y, j0, vals)
+}
+
+simd_dispatch! {
+    /// Portable [`rotated_dot2_doubled`].
+    fn rotated_dot2_doubled_simd<W: Word>(
+        rev2: &[W],
+        kx: u32,
+        ky: u32,
+        x: u32,
+        y: u32,
+        j0: usize,
+        vals: &[W],
+    ) -> W => rotated_dot2_doubled_portable
+}
+
+/// [`rotated_dot2_doubled`] with AVX-512 dot products.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512BW and AVX-512DQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+unsafe fn rotated_dot2_doubled_avx512<W: Word>(
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
+    rotated_dot2_doubled_body(rev2, kx, ky, x, y, j0, vals, |a, b| {
+        // SAFETY: this function's target features are enabled in the caller.
+        unsafe { avx512::dot(a, b) }
+    })
+}
+
+#[inline(always)]
+fn rotated_dot2_doubled_portable<W: Word>(
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
+    rotated_dot2_doubled_body(rev2, kx, ky, x, y, j0, vals, dot::<W>)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rotated_dot2_doubled_body<W: Word>(
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+    dot: impl Fn(&[W], &[W]) -> W,
+) -> W {
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    let (x, y) = (x as usize & (nx - 1), y as usize & (ny - 1));
+    let mut acc = W::ZERO;
+    let mut j = j0;
+    let end = j0 + vals.len();
+    while j < end {
+        let a = j >> ky;
+        let b = j & (ny - 1);
+        let row_end = end.min((a + 1) << ky);
+        let len = row_end - j;
+        // rev index (b' − y) mod ny of the row is b' + ny − y of the doubled row.
+        let rrow = &rev2[((a + nx - x) & (nx - 1)) * 2 * ny..][..2 * ny];
+        let v = &vals[j - j0..row_end - j0];
+        acc = acc.wadd(dot(v, &rrow[b + ny - y..b + ny - y + len]));
+        j = row_end;
+    }
+    acc
+}
+
 simd_dispatch! {
     /// `Σ_i vals[i] · rev[((a − x) mod 2^kx)·2^ky + ((b − y) mod 2^ky)]` where
     /// `j0 + i = a·2^ky + b`: a segment of a (2-D) rotated one-hot dot product, with `rev`
@@ -205,6 +330,103 @@ fn rotated_dot2_body<W: Word>(
         j = row_end;
     }
     acc
+}
+
+/// AVX-512 wrapping dot products (the auto-vectorised [`dot`] turns into gathers when
+/// compiled for AVX-512, hence explicit intrinsics).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use crate::word::Word;
+    use core::arch::x86_64::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// Whether the CPU has AVX-512F, BW and DQ (detected once).
+    #[inline]
+    pub(super) fn available() -> bool {
+        static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
+        match STATE.load(Ordering::Relaxed) {
+            0 => {
+                let yes = std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq");
+                STATE.store(1 + yes as u8, Ordering::Relaxed);
+                yes
+            }
+            s => s == 2,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load<W: Word>(p: *const W, len: usize) -> __m512i {
+        let lanes = 64 / std::mem::size_of::<W>();
+        if len >= lanes {
+            return _mm512_loadu_si512(p.cast());
+        }
+        // Masked load of the first `len` words (the others read as zero, not touched).
+        match W::BITS {
+            16 => _mm512_maskz_loadu_epi16(((1u64 << len) - 1) as u32, p.cast()),
+            32 => _mm512_maskz_loadu_epi32(((1u32 << len) - 1) as u16, p.cast()),
+            _ => _mm512_maskz_loadu_epi64(((1u32 << len) - 1) as u8, p.cast()),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn muladd<W: Word>(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        match W::BITS {
+            16 => _mm512_add_epi16(acc, _mm512_mullo_epi16(a, b)),
+            32 => _mm512_add_epi32(acc, _mm512_mullo_epi32(a, b)),
+            _ => _mm512_add_epi64(acc, _mm512_mullo_epi64(a, b)),
+        }
+    }
+
+    /// `Σ a[i]·b[i]` mod 2^BITS, four 512-bit accumulators, masked tail.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, BW and DQ. Precondition: `a.len() == b.len()`.
+    #[inline(always)]
+    pub(super) unsafe fn dot<W: Word>(a: &[W], b: &[W]) -> W {
+        debug_assert_eq!(a.len(), b.len());
+        let n = a.len().min(b.len());
+        let lanes = 64 / std::mem::size_of::<W>();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let mut i = 0;
+        while i + 4 * lanes <= n {
+            for (u, ac) in acc.iter_mut().enumerate() {
+                let o = i + u * lanes;
+                *ac = muladd::<W>(
+                    *ac,
+                    _mm512_loadu_si512(pa.add(o).cast()),
+                    _mm512_loadu_si512(pb.add(o).cast()),
+                );
+            }
+            i += 4 * lanes;
+        }
+        while i < n {
+            let len = (n - i).min(lanes);
+            acc[0] = muladd::<W>(acc[0], load(pa.add(i), len), load(pb.add(i), len));
+            i += len;
+        }
+        let s = add::<W>(add::<W>(acc[0], acc[1]), add::<W>(acc[2], acc[3]));
+        // Horizontal sum: 512 -> 256 -> 128 bits, then the last few words.
+        let h = _mm512_extracti64x4_epi64::<1>(s);
+        let s = add::<W>(s, _mm512_castsi256_si512(h));
+        let q = _mm512_extracti64x2_epi64::<1>(s);
+        let s = add::<W>(s, _mm512_castsi128_si512(q));
+        let mut words = [0u64; 2];
+        _mm_storeu_si128(words.as_mut_ptr().cast(), _mm512_castsi512_si128(s));
+        let ws: &[W] = bytemuck::cast_slice(&words);
+        ws.iter().fold(W::ZERO, |t, &w| t.wadd(w))
+    }
+
+    #[inline(always)]
+    unsafe fn add<W: Word>(a: __m512i, b: __m512i) -> __m512i {
+        match W::BITS {
+            16 => _mm512_add_epi16(a, b),
+            32 => _mm512_add_epi32(a, b),
+            _ => _mm512_add_epi64(a, b),
+        }
+    }
 }
 
 /// Wrapping dot product with 16 independent accumulators (vectorises).
@@ -313,6 +535,9 @@ mod tests {
                 let want = (j0..j1).fold(W::ZERO, |s, j| s.wadd(term(j)));
                 let got = rotated_dot2(&rev, kx, ky, x, y, j0, &u[j0..j1]);
                 assert_eq!(got, want, "kx={kx} ky={ky} [{j0},{j1})");
+                let rev2 = reverse_table2_doubled(&table, kx, ky);
+                let got2 = rotated_dot2_doubled(&rev2, kx, ky, x, y, j0, &u[j0..j1]);
+                assert_eq!(got2, want, "doubled kx={kx} ky={ky} [{j0},{j1})");
             }
             // gather2 on several lookups.
             let n = 17;

@@ -7,10 +7,17 @@
 //! half as its control bit and clears it in the child seed (so seeds carry 127 bits of
 //! entropy, as in standard fixed-key DPF implementations). The leaf conversion is
 //! `AES_k2(s) ⊕ s`, read as 128/BITS little-endian ring words. Fixed keys mean one key
-//! schedule for the whole process, and the `aes` crate picks AES-NI at run time; every
-//! function here works on slices so AES runs on 8 independent blocks at a time (its
-//! pipelined path). Security rests on AES as a (fixed-key) random permutation, the usual
-//! assumption of fixed-key DPF implementations.
+//! schedule for the whole process; every function here works on slices so AES runs on
+//! many independent blocks at a time. Security rests on AES as a (fixed-key) random
+//! permutation, the usual assumption of fixed-key DPF implementations.
+//!
+//! **Implementations.** The fixed-key AES runs on one of three backends, chosen once per
+//! process (see [`Prg::fixed`]): VAES on 512-bit registers (4 blocks per instruction, 32
+//! blocks in flight; x86_64 with VAES and AVX-512), AES-NI intrinsics (8 blocks in flight),
+//! or the `aes` crate (portable fallback, any target). They compute the same bits; the
+//! DPF's tree-level and leaf-conversion steps are fused kernels (AES, feed-forward XOR,
+//! control-bit correction and word-wise output correction in one pass; module
+//! `fastaes`), and the tests compare every backend against the portable one.
 //!
 //! **Seed expansion.** [`expand_seed`] is AES-128 in counter mode keyed by the 16-byte seed:
 //! block i = AES_seed(i as 128-bit little-endian), words taken little-endian. It is
@@ -35,37 +42,320 @@ const FIXED_KEYS: [u128; 3] = [
 /// blocks AES-NI pipelines).
 const BATCH: usize = 64;
 
+/// How the fixed-key AES of the DPF is computed. All backends give the same bits; they
+/// are ordered by speed, and a backend is only used if the CPU supports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Backend {
+    /// The `aes` crate (itself AES-NI when available), any target.
+    Portable,
+    /// AES-NI intrinsics, 8 blocks in flight (x86_64 with AES-NI).
+    AesNi,
+    /// VAES on 512-bit registers, 32 blocks in flight (x86_64 with VAES + AVX-512F/BW/DQ).
+    Vaes512,
+}
+
+impl Backend {
+    /// The fastest backend this CPU supports.
+    fn detect() -> Backend {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("sse2") {
+                if std::is_x86_feature_detected!("vaes")
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
+                {
+                    return Backend::Vaes512;
+                }
+                return Backend::AesNi;
+            }
+        }
+        Backend::Portable
+    }
+}
+
 /// The DPF PRG: three fixed-key AES-128 instances. Obtain it with [`Prg::fixed`].
 pub struct Prg {
     k: [Aes128; 3],
+    /// Expanded round keys of the three fixed keys (for the intrinsics backends; all
+    /// zero when the CPU has no AES-NI, in which case only `Portable` is ever used).
+    rk: [[u128; 11]; 3],
+    /// The fastest backend the CPU supports.
+    hw: Backend,
+    /// The backend used by default: `hw`, or lower if `KERNELS_AES` asks for it.
+    best: Backend,
 }
 
 impl Prg {
     /// The process-wide PRG under the fixed public keys (key schedules computed once).
-    /// Cost: one atomic load after the first call.
+    /// The AES implementation is chosen once per process: VAES + AVX-512, else AES-NI
+    /// intrinsics, else the `aes` crate; the environment variable `KERNELS_AES`
+    /// (`portable`, `aesni`, `vaes`) can force a slower one (never a faster one than the
+    /// CPU supports). All choices give bit-identical results. Cost: one atomic load
+    /// after the first call.
     pub fn fixed() -> &'static Prg {
         static PRG: OnceLock<Prg> = OnceLock::new();
-        PRG.get_or_init(|| Prg {
-            k: FIXED_KEYS.map(|key| Aes128::new(&key.to_le_bytes().into())),
+        PRG.get_or_init(|| {
+            let hw = Backend::detect();
+            let cap = match std::env::var("KERNELS_AES").as_deref() {
+                Ok("portable") => Backend::Portable,
+                Ok("aesni") => Backend::AesNi,
+                _ => Backend::Vaes512,
+            };
+            #[allow(unused_mut)]
+            let mut rk = [[0u128; 11]; 3];
+            #[cfg(target_arch = "x86_64")]
+            if hw >= Backend::AesNi {
+                for (r, &key) in rk.iter_mut().zip(&FIXED_KEYS) {
+                    // SAFETY: the CPU supports AES-NI (detected above).
+                    *r = unsafe { crate::fastaes::expand_key(key) };
+                }
+            }
+            Prg {
+                k: FIXED_KEYS.map(|key| Aes128::new(&key.to_le_bytes().into())),
+                rk,
+                hw,
+                best: hw.min(cap),
+            }
         })
+    }
+
+    /// The default backend (see [`Prg::fixed`]).
+    #[inline]
+    pub(crate) fn backend(&self) -> Backend {
+        self.best
+    }
+
+    /// Every backend this CPU supports, slowest first (for tests and benchmarks).
+    #[allow(dead_code)]
+    pub(crate) fn backends(&self) -> Vec<Backend> {
+        [Backend::Portable, Backend::AesNi, Backend::Vaes512]
+            .into_iter()
+            .filter(|&b| b <= self.hw)
+            .collect()
+    }
+
+    /// Panics unless the CPU supports `be` (so the intrinsics paths are only reached on
+    /// CPUs that have the instructions).
+    #[inline]
+    fn check(&self, be: Backend) {
+        assert!(be <= self.hw, "prg: AES backend {be:?} not supported here");
     }
 
     /// `blocks[i] = AES_k(blocks[i])` in place under fixed key `which` (0, 1, 2): the raw
     /// permutation, for callers that fuse the MMO feed-forward XOR into their own pass.
-    /// Cost: blocks.len() AES blocks, pipelined 8 at a time. Panics if `which > 2`.
+    /// Cost: blocks.len() AES blocks, pipelined. Panics if `which > 2`.
     #[inline]
     pub fn encrypt(&self, which: usize, blocks: &mut [u128]) {
-        encrypt_in_place(&self.k[which], blocks);
+        self.encrypt_with(self.best, which, blocks);
+    }
+
+    /// [`Prg::encrypt`] with a given backend (panics if the CPU does not support it).
+    pub(crate) fn encrypt_with(&self, be: Backend, which: usize, blocks: &mut [u128]) {
+        self.check(be);
+        let rk = &self.rk[which];
+        match be {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified that the CPU supports VAES + AVX-512F (and AES-NI).
+            Backend::Vaes512 => unsafe { crate::fastaes::encrypt_vaes(rk, blocks) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified that the CPU supports AES-NI.
+            Backend::AesNi => unsafe { crate::fastaes::encrypt_ni(rk, blocks) },
+            _ => {
+                let _ = rk;
+                encrypt_in_place(&self.k[which], blocks)
+            }
+        }
+    }
+
+    /// One DPF tree level for nodes carrying their control bit in the LSB: node i
+    /// (seed s = v & !1, bit t = v & 1) belongs to key `i >> shift` and gets the children
+    /// `next[2i] = AES_k0(s) ⊕ s ⊕ (t ? cl[i >> shift] : 0)` and
+    /// `next[2i + 1] = AES_k1(s) ⊕ s ⊕ (t ? cr[i >> shift] : 0)`.
+    /// Cost: 2·nodes.len() AES blocks. Panics on length mismatches or an unsupported
+    /// backend.
+    pub(crate) fn dpf_level(
+        &self,
+        be: Backend,
+        nodes: &[u128],
+        next: &mut [u128],
+        cl: &[u128],
+        cr: &[u128],
+        shift: u32,
+    ) {
+        self.check(be);
+        let n = nodes.len();
+        assert_eq!(next.len(), 2 * n, "dpf_level: next.len() != 2·nodes.len()");
+        if n == 0 {
+            return;
+        }
+        let keys = ((n - 1) >> shift) + 1;
+        assert!(
+            cl.len() >= keys && cr.len() >= keys,
+            "dpf_level: too few correction words"
+        );
+        match be {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            Backend::Vaes512 => unsafe {
+                crate::fastaes::level_vaes(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            Backend::AesNi => unsafe {
+                crate::fastaes::level_ni(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
+            },
+            _ => {
+                let mut l = [0u128; BATCH];
+                let mut r = [0u128; BATCH];
+                for (c, (nc, xc)) in nodes
+                    .chunks(BATCH)
+                    .zip(next.chunks_mut(2 * BATCH))
+                    .enumerate()
+                {
+                    let len = nc.len();
+                    for (d, &v) in l.iter_mut().zip(nc) {
+                        *d = v & !1;
+                    }
+                    r[..len].copy_from_slice(&l[..len]);
+                    encrypt_in_place(&self.k[0], &mut l[..len]);
+                    encrypt_in_place(&self.k[1], &mut r[..len]);
+                    for (j, (nx, &v)) in xc.chunks_exact_mut(2).zip(nc).enumerate() {
+                        let g = (c * BATCH + j) >> shift;
+                        let s = v & !1;
+                        let mask = 0u128.wrapping_sub(v & 1);
+                        nx[0] = l[j] ^ s ^ (cl[g] & mask);
+                        nx[1] = r[j] ^ s ^ (cr[g] & mask);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `Prg::dpf_leaves_dot` supports backend `be` and this shape: VAES only,
+    /// at least 32 leaf blocks per key, rows of at least 512 bits.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn dpf_leaves_dot_ok<W: Word>(be: Backend, shift: u32, ky: u32) -> bool {
+        be == Backend::Vaes512 && shift >= 5 && (W::BITS << ky) >= 512
+    }
+
+    /// Fused DPF leaf conversion and rotated dot product (see `fastaes::leaves_dot_vaes`):
+    /// key g's leaves are `nodes[g·2^shift ..][.. 2^shift]` (words at domain indices j0 ..
+    /// of the key's range), its output correction block `cw[g]`, and `out[g]` becomes the
+    /// unsigned `crate::lut::rotated_dot2_doubled(rev2, kx, ky, xs[g], ys[g], j0, words)`.
+    /// Cost: nodes.len() AES blocks and one multiply-add per leaf word. Panics unless
+    /// [`Prg::dpf_leaves_dot_ok`] and the lengths fit.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dpf_leaves_dot<W: Word>(
+        &self,
+        be: Backend,
+        nodes: &[u128],
+        cw: &[u128],
+        shift: u32,
+        tab: &crate::lut::DotTable<'_, W>,
+        xs: &[u32],
+        ys: &[u32],
+        j0: usize,
+        out: &mut [W],
+    ) {
+        self.check(be);
+        assert!(
+            Self::dpf_leaves_dot_ok::<W>(be, shift, tab.ky),
+            "dpf_leaves_dot: unsupported"
+        );
+        let g = nodes.len() >> shift;
+        assert_eq!(nodes.len(), g << shift, "dpf_leaves_dot: partial key");
+        assert!(
+            cw.len() >= g && xs.len() >= g && ys.len() >= g && out.len() >= g,
+            "dpf_leaves_dot: short inputs"
+        );
+        let e = (128 / W::BITS) as usize;
+        let lanes = (512 / W::BITS) as usize;
+        assert!(tab.kx + tab.ky <= 40, "dpf_leaves_dot: table too large");
+        let size = 1usize << (tab.kx + tab.ky);
+        assert_eq!(tab.rev2.len(), 2 * size, "dpf_leaves_dot: table length");
+        assert!(
+            j0.is_multiple_of(lanes) && j0 + (e << shift) <= size,
+            "dpf_leaves_dot: domain range"
+        );
+        // SAFETY: `check` verified the CPU features (Vaes512 implies AES-NI, VAES,
+        // AVX-512F/BW/DQ); the shape and lengths were checked above.
+        unsafe {
+            crate::fastaes::leaves_dot_vaes(&self.rk[2], nodes, cw, shift, tab, xs, ys, j0, out)
+        }
+    }
+
+    /// DPF leaf conversion for nodes carrying their control bit in the LSB: node i
+    /// (seed s, bit t) of key `i >> shift` gives the 128/BITS words of the block
+    /// `AES_k2(s) ⊕ s`, plus (word-wise, mod 2^BITS) the words of `cw[i >> shift]` if t,
+    /// in `out[i·128/BITS ..]`. Cost: nodes.len() AES blocks. Panics on length
+    /// mismatches or an unsupported backend.
+    pub(crate) fn dpf_leaves<W: Word>(
+        &self,
+        be: Backend,
+        nodes: &[u128],
+        cw: &[u128],
+        shift: u32,
+        out: &mut [W],
+    ) {
+        self.check(be);
+        let n = nodes.len();
+        let per = (128 / W::BITS) as usize;
+        assert_eq!(
+            out.len(),
+            n * per,
+            "dpf_leaves: out.len() != nodes·128/BITS"
+        );
+        if n == 0 {
+            return;
+        }
+        assert!(
+            cw.len() > (n - 1) >> shift,
+            "dpf_leaves: too few correction words"
+        );
+        match be {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            Backend::Vaes512 => unsafe {
+                crate::fastaes::leaves_vaes(&self.rk[2], nodes, cw, shift, out)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            Backend::AesNi => unsafe {
+                crate::fastaes::leaves_ni(&self.rk[2], nodes, cw, shift, out)
+            },
+            _ => {
+                let mut c = [0u128; BATCH];
+                let mut a = [0u128; BATCH];
+                for (ch, (nc, oc)) in nodes
+                    .chunks(BATCH)
+                    .zip(out.chunks_mut(BATCH * per))
+                    .enumerate()
+                {
+                    let len = nc.len();
+                    for (j, (d, &v)) in c.iter_mut().zip(nc).enumerate() {
+                        *d = v & !1;
+                        a[j] = cw[(ch * BATCH + j) >> shift] & 0u128.wrapping_sub(v & 1);
+                    }
+                    encrypt_in_place(&self.k[2], &mut c[..len]);
+                    for (d, &v) in c.iter_mut().zip(nc) {
+                        *d ^= v & !1;
+                    }
+                    add_blocks_as_words(&c[..len], &a[..len], oc);
+                }
+            }
+        }
     }
 
     /// `out[i] = AES_k(seeds[i]) ⊕ seeds[i]` for fixed key `which` (0, 1: PRG halves;
-    /// 2: leaf conversion). Cost: seeds.len() AES blocks, pipelined 8 at a time.
+    /// 2: leaf conversion). Cost: seeds.len() AES blocks, pipelined.
     /// Panics if the lengths differ or `which > 2`.
     #[inline]
     pub fn mmo(&self, which: usize, seeds: &[u128], out: &mut [u128]) {
         assert_eq!(seeds.len(), out.len(), "mmo: length mismatch");
         out.copy_from_slice(seeds);
-        encrypt_in_place(&self.k[which], out);
+        self.encrypt(which, out);
         for (o, &s) in out.iter_mut().zip(seeds) {
             *o ^= s;
         }
@@ -146,6 +436,29 @@ pub fn blocks_to_words<W: Word>(blocks: &[u128], out: &mut [W]) {
 #[inline(always)]
 pub fn word_of<W: Word>(block: u128, i: usize) -> W {
     W::from_u64((block >> (i as u32 * W::BITS)) as u64)
+}
+
+/// `out` = word-wise sum (mod 2^BITS) of the little-endian words of blocks `a` and `b`
+/// (`out.len() == a.len()·128/BITS`).
+#[inline]
+pub(crate) fn add_blocks_as_words<W: Word>(a: &[u128], b: &[u128], out: &mut [W]) {
+    #[cfg(target_endian = "little")]
+    {
+        let wa: &[W] = bytemuck::cast_slice(a);
+        let wb: &[W] = bytemuck::cast_slice(b);
+        for ((o, &x), &y) in out.iter_mut().zip(wa).zip(wb) {
+            *o = x.wadd(y);
+        }
+    }
+    #[cfg(target_endian = "big")]
+    {
+        let per = (128 / W::BITS) as usize;
+        for ((ow, &x), &y) in out.chunks_exact_mut(per).zip(a).zip(b) {
+            for (i, o) in ow.iter_mut().enumerate() {
+                *o = word_of::<W>(x, i).wadd(word_of::<W>(y, i));
+            }
+        }
+    }
 }
 
 /// AES-encrypts `u128` blocks in place (their little-endian bytes are the AES blocks).
