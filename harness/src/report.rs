@@ -87,7 +87,7 @@ impl RunReport {
             offline_p0_p1_bytes: off,
             register_bytes: reg,
             rounds,
-            backend: "cpu-portable".into(),
+            backend: kernels::cpu_backend(),
             ops: crate::run::op_rows(&accts[..]),
             ..Default::default()
         }

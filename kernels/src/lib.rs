@@ -58,6 +58,22 @@ pub mod word;
 
 pub use word::Word;
 
+/// A short description of the CPU code paths the kernels use on this machine, for run
+/// reports: the AES backend of the DPF PRG and whether the AVX2 builds of the hot loops
+/// are active.
+pub fn cpu_backend() -> String {
+    let aes = match prg::Prg::fixed().backend() {
+        prg::Backend::Portable => "aes-crate",
+        prg::Backend::AesNi => "aes-ni",
+        prg::Backend::Vaes512 => "vaes-avx512",
+    };
+    #[cfg(target_arch = "x86_64")]
+    let simd = if std::is_x86_feature_detected!("avx2") { "avx2" } else { "sse2" };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = "portable";
+    format!("cpu ({simd} loops, {aes} PRG)")
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use crate::word::Word;

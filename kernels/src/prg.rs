@@ -45,7 +45,7 @@ const BATCH: usize = 64;
 /// How the fixed-key AES of the DPF is computed. All backends give the same bits; they
 /// are ordered by speed, and a backend is only used if the CPU supports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Backend {
+pub enum Backend {
     /// The `aes` crate (itself AES-NI when available), any target.
     Portable,
     /// AES-NI intrinsics, 8 blocks in flight (x86_64 with AES-NI).
@@ -122,7 +122,7 @@ impl Prg {
 
     /// The default backend (see [`Prg::fixed`]).
     #[inline]
-    pub(crate) fn backend(&self) -> Backend {
+    pub fn backend(&self) -> Backend {
         self.best
     }
 
