@@ -270,14 +270,17 @@ impl Program for BertProgram<'_> {
         }
         drop(res);
         e.at(NO_LAYER, OpKind::Pooler);
-        let first = e.move_masked(&x, Move::FirstRows { batch: s.batch })?;
         let pooled = if s.pooler {
+            // BERT pooler: tanh(W h_[CLS] + b) on the first token of each sequence
+            let first = e.move_masked(&x, Move::FirstRows { batch: s.batch })?;
             let wt = c.w_tanh();
             let zp = e.linear(&first, "pool", &[wt])?;
             let tp = e.lut(&zp, wt, &self.tables.tanh)?;
             e.open(&tp, Reveal::P0)?
         } else {
-            first
+            // mean pooling: the sum of the rows (local on masked values); 1/n and the last
+            // LayerNorm's gamma and beta are folded into the head
+            e.sum_rows_masked(&x, s.batch)?
         };
         e.at(NO_LAYER, OpKind::Output);
         let z = e.linear(&pooled, "cls", &[])?;

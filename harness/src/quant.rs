@@ -71,7 +71,7 @@ pub struct Consts {
     pub fg: u32,
     /// Output scale of O, FFN1, FFN2 and pooler linears.
     pub flin: u32,
-    /// Logit scale.
+    /// Logit scale (logits within +-2^(31 - fl)).
     pub fl: u32,
     /// LayerNorm output scale before requantization.
     pub fy: u32,
@@ -107,7 +107,7 @@ impl Consts {
             fres: 12,
             fg: 6,
             flin: 25,
-            fl: 16,
+            fl: 22,
             fy: 36,
             var_log2: 8,
             kv: 16,
@@ -386,16 +386,32 @@ fn qlinear(lin: &Linear, bits: u8, input: InputSide, s_out: f64, f: u32, fg: u32
             ((lin.b[j] as f64 + folded) / s_out * two_f).round() as i64
         })
         .collect();
-    let w = if bits == 1 {
-        let s: Vec<i8> = w.iter().map(|&v| v as i8).collect();
-        QWeights::Signs(pack_signs(&s, din, dout))
-    } else {
-        QWeights::Int(w)
-    };
+    if bits > 1 {
+        // k-bit weights run through the general ring matmul, so each weight can carry the
+        // whole effective scale: W_eff = round(w alpha g step 2^f / s_out), one rounding per
+        // weight instead of a rounded per-channel factor (which is coarse where the input
+        // step is tiny, e.g. the attention context with scale s_v / 256).
+        let eff: Vec<i64> = (0..din * dout)
+            .map(|ij| {
+                let (i, j) = (ij / dout, ij % dout);
+                let g = input.ln.map_or(1.0, |ln| ln.gamma[i] as f64);
+                (w[ij] as f64 * alpha[j] * g * input.step * two_f / s_out).round() as i64
+            })
+            .collect();
+        return QLinear {
+            d_in: din,
+            d_out: dout,
+            w: QWeights::Int(eff),
+            in_scale: None,
+            out_scale: vec![1; dout],
+            bias,
+        };
+    }
+    let s: Vec<i8> = w.iter().map(|&v| v as i8).collect();
     QLinear {
         d_in: din,
         d_out: dout,
-        w,
+        w: QWeights::Signs(pack_signs(&s, din, dout)),
         in_scale,
         out_scale,
         bias,
@@ -525,21 +541,22 @@ pub fn quantize(
         );
     }
     if let Some(cls) = &w.classifier {
-        // the head is small: 8-bit weights whatever the body uses
-        m.linears.insert(
-            "cls".into(),
-            qlinear(
-                cls,
-                8,
-                InputSide {
-                    step: 1.0 / amax,
-                    ln: None,
-                },
-                1.0,
-                c.fl,
-                c.fg,
-            ),
-        );
+        // the head is small: 8-bit weights whatever the body uses. Its input is the
+        // pooler's a-bit tanh output, or (mean pooling) the sum of the last layer's a-bit
+        // LayerNorm outputs over the sequence, with 1/n, gamma and beta folded in.
+        let input = if w.pooler.is_some() {
+            InputSide {
+                step: 1.0 / amax,
+                ln: None,
+            }
+        } else {
+            InputSide {
+                step: c.sy() / c.n as f64,
+                ln: Some(last),
+            }
+        };
+        m.linears
+            .insert("cls".into(), qlinear(cls, 8, input, 1.0, c.fl, c.fg));
     }
     m
 }

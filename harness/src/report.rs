@@ -22,6 +22,17 @@ pub struct OpRow {
     pub offline_mb: f64,
 }
 
+/// One encoder layer's online costs (all operation kinds together).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LayerRow {
+    pub layer: u16,
+    pub online_ms: f64,
+    pub mb_p0_to_p1: f64,
+    pub mb_p1_to_p0: f64,
+    pub rounds: u32,
+    pub dealer_mb: f64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
     pub model: String,
@@ -63,6 +74,8 @@ pub struct RunReport {
     #[serde(skip)]
     pub logits_int: Vec<i64>,
     pub ops: Vec<OpRow>,
+    /// Per encoder layer (work outside the layers is in `ops` only).
+    pub per_layer: Vec<LayerRow>,
 }
 
 impl RunReport {
@@ -89,6 +102,7 @@ impl RunReport {
             rounds,
             backend: kernels::cpu_backend(),
             ops: crate::run::op_rows(&accts[..]),
+            per_layer: crate::run::layer_rows(&accts[..]),
             ..Default::default()
         }
     }

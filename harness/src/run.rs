@@ -162,7 +162,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
         );
         y_res.extend(y.iter().map(|&v| (v as f64 * rs).round() as i64 as u64));
         let x = model::embed(&weights, &toks, None)?;
-        float_logits.extend(model::forward(&weights, &x, spec.seq, Some(layers), None).logits);
+        float_logits.extend(float_head(&weights, &x, spec.seq, layers));
         tokens.extend(toks);
     }
     let shapes = Shapes {
@@ -185,6 +185,28 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
         float_logits,
         model_name,
     })
+}
+
+/// The float model's logits as the secure program defines the head: the BERT pooler, or
+/// (mean pooling) the classifier on the mean of the last hidden states. The secure program
+/// does not L2-normalise the mean (sentence-transformers do): the float reference here
+/// does the same.
+fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) -> Vec<f32> {
+    let tr = model::forward(w, x, seq, Some(layers), None);
+    if w.pooler.is_some() {
+        return tr.logits;
+    }
+    let h = w.config.hidden;
+    let last = tr.hidden_per_layer.last().map_or(x, |v| v.as_slice());
+    let mut mean = vec![0f32; h];
+    for row in last.chunks(h) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v / seq as f32;
+        }
+    }
+    w.classifier
+        .as_ref()
+        .map_or(vec![], |c| c.forward(&mean, 1))
 }
 
 pub fn dealer_seeds(spec: &RunSpec) -> DealerSeeds {
@@ -329,6 +351,53 @@ pub fn op_rows(accts: &[&Accounting]) -> Vec<OpRow> {
         }
     }
     by.into_values().collect()
+}
+
+/// Per-layer online rows from the three parties' accounting.
+pub fn layer_rows(accts: &[&Accounting]) -> Vec<crate::report::LayerRow> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut rows: BTreeMap<u16, (crate::report::LayerRow, BTreeSet<u32>)> = BTreeMap::new();
+    let mut times: BTreeMap<(usize, u16), f64> = BTreeMap::new();
+    for (i, a) in accts.iter().enumerate() {
+        for ((phase, layer, _kind), row) in &a.rows {
+            if *layer == protocol::account::NO_LAYER {
+                continue;
+            }
+            let e = rows.entry(*layer).or_insert_with(|| {
+                (
+                    crate::report::LayerRow {
+                        layer: *layer,
+                        ..Default::default()
+                    },
+                    BTreeSet::new(),
+                )
+            });
+            match (phase, i) {
+                (Phase::Online, _) => {
+                    *times.entry((i, *layer)).or_default() += row.time.as_secs_f64() * 1e3;
+                    e.1.extend(row.flights.iter().copied());
+                    if i == 0 {
+                        e.0.mb_p0_to_p1 += row.bytes_to[1] as f64 / 1e6;
+                    } else if i == 1 {
+                        e.0.mb_p1_to_p0 += row.bytes_to[0] as f64 / 1e6;
+                    }
+                }
+                (Phase::Offline, 2) => {
+                    e.0.dealer_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
+                }
+                _ => {}
+            }
+        }
+    }
+    rows.into_iter()
+        .map(|(l, (mut r, fl))| {
+            r.rounds = fl.len() as u32;
+            r.online_ms = (0..accts.len())
+                .map(|i| times.get(&(i, l)).copied().unwrap_or(0.0))
+                .fold(0.0, f64::max);
+            r
+        })
+        .collect()
 }
 
 /// Bytes one party sent to another in a phase.

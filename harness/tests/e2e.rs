@@ -133,3 +133,14 @@ fn spilled_offline_material_gives_the_same_result() {
     // the spill files are removed when the run ends
     assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+#[test]
+fn mean_pooling_model_tracks_the_float_model() {
+    // minilm-l6 shapes (mean pooling, no BERT pooler), first two layers
+    let s = RunSpec {
+        model: ModelSource::Random("minilm-l6".into()),
+        ..tiny(2, "w8a8")
+    };
+    let r = check(&s);
+    assert!(r.max_abs_err_vs_float < 0.2, "error vs float {}", r.max_abs_err_vs_float);
+}

@@ -68,7 +68,11 @@ pub fn cpu_backend() -> String {
         prg::Backend::Vaes512 => "vaes-avx512",
     };
     #[cfg(target_arch = "x86_64")]
-    let simd = if std::is_x86_feature_detected!("avx2") { "avx2" } else { "sse2" };
+    let simd = if std::is_x86_feature_detected!("avx2") {
+        "avx2"
+    } else {
+        "sse2"
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let simd = "portable";
     format!("cpu ({simd} loops, {aes} PRG)")

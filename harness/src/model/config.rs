@@ -121,7 +121,7 @@ impl BertConfig {
                 return bad(format!("`{field}` must be nonzero"));
             }
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return bad(format!(
                 "hidden {} is not divisible by heads {}",
                 self.hidden, self.heads

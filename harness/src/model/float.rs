@@ -132,7 +132,7 @@ pub fn normalize_rows(x: &mut [f32], rows: usize, eps: f32) {
         return;
     }
     assert!(
-        rows > 0 && x.len() % rows == 0,
+        rows > 0 && x.len().is_multiple_of(rows),
         "normalize_rows: bad row count"
     );
     let cols = x.len() / rows;

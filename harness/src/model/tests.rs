@@ -1054,7 +1054,7 @@ fn naive_layer(
         for i in 0..seq {
             let mut s = vec![f64::NEG_INFINITY; seq];
             for (j, sj) in s.iter_mut().enumerate() {
-                if mask.map_or(true, |m| m[j]) {
+                if mask.is_none_or(|m| m[j]) {
                     *sj = (0..dh)
                         .map(|d| q[i * h + hd * dh + d] * k[j * h + hd * dh + d])
                         .sum::<f64>()

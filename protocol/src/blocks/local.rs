@@ -126,6 +126,31 @@ impl Engine {
             win,
         })
     }
+    /// Sum the rows of each of `batch` sequences of a masked value: (b n, d) -> (b, d),
+    /// x^ and r summed alike (the dealer knows the new mask). Index bits do not survive.
+    pub fn sum_rows_masked<R: Ring>(&self, x: &Masked<R>, batch: usize) -> Result<Masked<R>> {
+        if x.shape.len() != 2 || batch == 0 || !x.shape[0].is_multiple_of(batch) {
+            return Err(shape_err("sum_rows", format!("{:?} / {batch}", x.shape)));
+        }
+        let (n, d) = (x.shape[0] / batch, x.shape[1]);
+        let f = |v: &[R]| -> Result<Vec<R>> {
+            let mut out = vec![R::ZERO; batch * d];
+            for (i, row) in v.chunks(d).enumerate() {
+                let o = &mut out[(i / n) * d..(i / n + 1) * d];
+                for (a, b) in o.iter_mut().zip(row) {
+                    *a = a.wadd(*b);
+                }
+            }
+            Ok(out)
+        };
+        Ok(Masked {
+            shape: vec![batch, d],
+            hat: map_opt(&x.hat, f)?,
+            r: map_opt(&x.r, f)?,
+            win: vec![],
+        })
+    }
+
     /// A shape move on an additive value.
     pub fn move_additive<R: Ring>(&self, a: &Additive<R>, m: Move) -> Result<Additive<R>> {
         let shape = m.apply(&Tensor::<u8>::zeros(&a.shape))?.shape;
