@@ -142,5 +142,9 @@ fn mean_pooling_model_tracks_the_float_model() {
         ..tiny(2, "w8a8")
     };
     let r = check(&s);
-    assert!(r.max_abs_err_vs_float < 0.2, "error vs float {}", r.max_abs_err_vs_float);
+    assert!(
+        r.max_abs_err_vs_float < 0.2,
+        "error vs float {}",
+        r.max_abs_err_vs_float
+    );
 }
