@@ -214,7 +214,8 @@ run_party() {
         cmd+=(env ROLE="$role" P0_ADDR="$P0_ADDR" P1_ADDR="$P1_ADDR" P0_IP="$P0_IP" P1_IP="$P1_IP" D_IP="$D_IP"
               bash -c "$HARNESS_CMD_OVERRIDE" "netem-$role")
     else
-        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR")
+        # the kernel shapes the link: no software emulation on top (a later --net overrides)
+        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR" --net none)
     fi
     ip netns exec "$ns" "${cmd[@]}" "$@" >"$WORK/$role.log" 2>&1 &
     PIDS+=($!)

@@ -24,8 +24,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one secure inference (P0, P1 and the dealer in this process) and report it.
+    #[command(args_override_self = true)]
     Bert(BertArgs),
     /// Run one party of a secure inference over TCP (three processes, one or three machines).
+    #[command(args_override_self = true)]
     Party(PartyArgs),
 }
 
