@@ -180,6 +180,10 @@ pub struct Engine {
     prep: crate::prep::PrepQueue,
     pub lut_mode: LutMode,
     pub plain_stats: PlainStats,
+    /// Material already used online, freed after the online phase (freeing a million
+    /// small DPF keys is allocator work, not protocol work; keeping them until the end does
+    /// not raise the peak, they were all in memory before the query).
+    retired: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Engine {
@@ -197,6 +201,7 @@ impl Engine {
             prep: Default::default(),
             lut_mode: LutMode::Auto,
             plain_stats: PlainStats::default(),
+            retired: vec![],
         }
     }
     /// The server, holding the private model.
@@ -363,6 +368,14 @@ impl Engine {
     }
     pub(crate) fn pop_prep<T: crate::prep::Prep>(&mut self, what: &'static str) -> Result<T> {
         self.prep.pop(what)
+    }
+    /// Keep used material until [`Self::free_retired`].
+    pub(crate) fn retire<T: std::any::Any + Send>(&mut self, t: T) {
+        self.retired.push(Box::new(t));
+    }
+    /// Free the material used online (call after the online phase).
+    pub fn free_retired(&mut self) {
+        self.retired.clear();
     }
     /// Keep the offline pass's results in a file in `dir` instead of memory.
     pub fn spill_to(&mut self, dir: &std::path::Path) -> Result<()> {

@@ -59,6 +59,7 @@ pub fn drive<P: Program>(e: &mut Engine, prog: &P) -> Result<PartyReport<P::Outp
         output = prog.run(e)?;
         e.ctx.flush()?;
         online_time = t.elapsed();
+        e.free_retired();
         if e.prep_left() != 0 {
             return Err(ProtocolError::Internal(format!(
                 "{} offline results left unused",

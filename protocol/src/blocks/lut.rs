@@ -255,10 +255,12 @@ impl Engine {
             (_, true) => {
                 let prep: LutPrep<O> = self.pop_prep("lut")?;
                 let idx = public_index(z, w)?;
-                Some(match prep {
-                    LutPrep::Rotated(tabs) => kernels::lut::gather(&tabs, w.k, &idx),
+                let y = match &prep {
+                    LutPrep::Rotated(tabs) => kernels::lut::gather(tabs, w.k, &idx),
                     LutPrep::Dpf(keys) => dpf::eval_dot_batch(&keys.0, &t.entries, &idx),
-                })
+                };
+                self.retire(prep);
+                Some(y)
             }
         };
         Ok(Additive { shape, s })
@@ -348,12 +350,14 @@ impl Engine {
                 let prep: LutPrep<O> = self.pop_prep("lut2")?;
                 let ix = public_index(zx, wx)?;
                 let iy = bcast_rows(&public_index(zy, wy)?, rows, cols);
-                Some(match prep {
-                    LutPrep::Rotated(tabs) => kernels::lut::gather2(&tabs, wx.k, wy.k, &ix, &iy),
+                let y = match &prep {
+                    LutPrep::Rotated(tabs) => kernels::lut::gather2(tabs, wx.k, wy.k, &ix, &iy),
                     LutPrep::Dpf(keys) => {
                         dpf::eval_dot2_batch(&keys.0, &t.entries, wx.k, wy.k, &ix, &iy)
                     }
-                })
+                };
+                self.retire(prep);
+                Some(y)
             }
         };
         Ok(Additive { shape, s })
@@ -428,6 +432,7 @@ impl Engine {
                 let e_t = self.reg.get(name)?.e::<O>()?;
                 let a = dpf::eval_dot_batch(&keys.0, e_t, &idx);
                 let b = kernels::lut::gather(&rot, w.k, &idx);
+                self.retire(keys);
                 Some(crate::blocks::vadd(&a, &b))
             }
         };
