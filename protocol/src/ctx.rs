@@ -63,6 +63,12 @@ impl Ctx {
         self.kind = kind;
     }
 
+    /// Start the clock of the current label again without counting the time since the
+    /// last label (work that belongs to no operation, such as freeing used material).
+    pub fn restart_clock(&mut self) {
+        self.since = Instant::now();
+    }
+
     /// Flush the time of the current label (call at the end of a phase).
     pub fn close_label(&mut self) {
         let (p, l, k) = (self.phase, self.layer, self.kind);

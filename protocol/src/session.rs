@@ -59,7 +59,9 @@ pub fn drive<P: Program>(e: &mut Engine, prog: &P) -> Result<PartyReport<P::Outp
         output = prog.run(e)?;
         e.ctx.flush()?;
         online_time = t.elapsed();
+        e.ctx.close_label();
         e.free_retired();
+        e.ctx.restart_clock();
         if e.prep_left() != 0 {
             return Err(ProtocolError::Internal(format!(
                 "{} offline results left unused",
