@@ -146,6 +146,14 @@ pub(crate) fn public_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>
         })
 }
 
+/// The dealer's rotation of window `w`: bits [j, j+k) of the whole mask r of [[z]].
+pub(crate) fn mask_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>> {
+    Ok(need(&z.r, "mask")?
+        .iter()
+        .map(|r| r.window(w.j, w.k))
+        .collect())
+}
+
 fn check_window<R: Ring>(w: Window) -> Result<()> {
     if w.k == 0 || w.k > 24 || w.j + w.k > R::BITS {
         return Err(shape_err(
@@ -216,10 +224,7 @@ impl Engine {
         let shape = z.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?
-                    .iter()
-                    .map(|r| r.window(w.j, w.k))
-                    .collect();
+                let rho = mask_index(z, w)?;
                 if dpf_mode {
                     let seed = dpf_seed(&mut st)?;
                     let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
@@ -298,14 +303,8 @@ impl Engine {
         let shape = zx.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rx: Vec<u32> = need(&zx.r, "mask")?
-                    .iter()
-                    .map(|r| r.window(wx.j, wx.k))
-                    .collect();
-                let ry: Vec<u32> = need(&zy.r, "mask")?
-                    .iter()
-                    .map(|r| r.window(wy.j, wy.k))
-                    .collect();
+                let rx = mask_index(zx, wx)?;
+                let ry = mask_index(zy, wy)?;
                 let ry = bcast_rows(&ry, rows, cols);
                 if dpf_mode {
                     let alpha: Vec<u32> =
@@ -387,10 +386,7 @@ impl Engine {
         let shape = z.shape.clone();
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?
-                    .iter()
-                    .map(|r| r.window(w.j, w.k))
-                    .collect();
+                let rho = mask_index(z, w)?;
                 let seed = dpf_seed(&mut st)?;
                 let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
                 write_keys(&k0, &mut st.blob0);

@@ -52,10 +52,7 @@ impl Engine {
         let mut st = self.begin(true, false)?;
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let rho: Vec<u32> = need(&z.r, "mask")?
-                    .iter()
-                    .map(|r| r.window(w.j, w.k))
-                    .collect();
+                let rho = crate::blocks::lut::mask_index(z, w)?;
                 let rv: Vec<O> = rho.iter().map(|&r| O::from_u64(r as u64)).collect();
                 let mut onehot = vec![O::ZERO; 4 * n];
                 for (i, &r) in rho.iter().enumerate() {
