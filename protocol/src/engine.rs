@@ -273,10 +273,10 @@ impl Engine {
                 let s = self
                     .p0_seed
                     .ok_or_else(|| ProtocolError::Internal("no seed".into()))?;
-                self.ctx.send(PartyId::P0, u32::MAX, s.to_vec())
+                self.ctx.send(PartyId::P0, SEED_TAG, s.to_vec())
             }
             Role::P0 => {
-                let b = self.ctx.recv(PartyId::Dealer, u32::MAX)?;
+                let b = self.ctx.recv(PartyId::Dealer, SEED_TAG)?;
                 let s: Seed = b.as_slice().try_into().map_err(|_| {
                     ring::malformed(PartyId::Dealer, "seed", format!("{} bytes", b.len()))
                 })?;
@@ -391,6 +391,10 @@ impl Engine {
         self.prep.len()
     }
 }
+
+/// Tags of the messages outside the program's operations (operation tags count up from
+/// 0; the transport's hello frame uses u32::MAX).
+pub const SEED_TAG: u32 = u32::MAX - 3;
 
 pub(crate) fn need<'a, T>(v: &'a Option<T>, what: &'static str) -> Result<&'a T> {
     v.as_ref()
