@@ -234,13 +234,16 @@ impl Consts {
             Self::round_div(i, g).clamp(-amax - 1, amax)
         })
     }
+    /// GELU as an a-bit value with a public zero point: GELU >= -0.17, so the 2^a levels
+    /// cover [-1, 2^a - 2] steps (e.g. [-0.5, 7] for a = 4) instead of a symmetric range.
+    /// FFN2 consumes the integer as is (its value is level x step), so nothing is folded.
     pub fn t_gelu(&self) -> Table<u32> {
         let w = self.w_gelu();
         let step = self.sg() / 2f64.powi(self.g as i32);
-        let (sg, amax) = (self.sg(), self.amax);
+        let (sg, top) = (self.sg(), 2 * self.amax);
         Table::from_fn(w.k, true, move |i| {
             let x = i as f64 * step;
-            ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-amax - 1, amax)
+            ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-1, top)
         })
     }
     pub fn t_tanh(&self) -> Table<u32> {

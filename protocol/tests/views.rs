@@ -709,7 +709,7 @@ fn malformed_dealer_material_is_an_error() {
     let (t, _) = run_edited(
         (PartyId::P0, PartyId::Dealer),
         LutMode::Auto,
-        tag_at(u32::MAX, |m| {
+        tag_at(protocol::engine::SEED_TAG, |m| {
             m.payload.pop();
         }),
     );
