@@ -55,8 +55,10 @@ struct BertArgs {
     /// Run only the first N encoder layers
     #[arg(long)]
     layers: Option<usize>,
+    /// Sequence length in tokens (1..=512 for the presets)
     #[arg(long, default_value_t = 128)]
     seq: usize,
+    /// Sequences per query (share every flight)
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// w1a4 | w1a8 | w8a8 (any wNaM with N in 1..8, M in {4, 8})
@@ -65,6 +67,7 @@ struct BertArgs {
     /// lan | wan | sigma-lan | none | BW,RTT (e.g. 1gbps,0.5ms)
     #[arg(long, default_value = "lan")]
     net: String,
+    /// In-process channels, or TCP over loopback (three party threads either way)
     #[arg(long, value_enum, default_value = "mem")]
     transport: TransportArg,
     /// How tables are dealt: auto picks the smaller material per table
@@ -73,8 +76,10 @@ struct BertArgs {
     /// Compare with the plaintext quantized and float models (on by default)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     verify: bool,
+    /// Seed of the random weights (named presets)
     #[arg(long, default_value_t = 1)]
     model_seed: u64,
+    /// Seed of the client's random tokens and of the calibration sequences
     #[arg(long, default_value_t = 2)]
     input_seed: u64,
     /// Dealer master seed (random if not given)
