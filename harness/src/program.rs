@@ -116,7 +116,7 @@ impl BertProgram<'_> {
         zv: &Masked<u32>,
         req: &Table<S>,
         ln: &Table<S>,
-    ) -> Result<(Masked<u32>, Masked<u32>)> {
+    ) -> Result<(Masked<u32>, Masked<u32>, Additive<u32>)> {
         let c = &self.consts;
         let t = &self.tables;
         let s = &self.shapes;
@@ -140,6 +140,11 @@ impl BertProgram<'_> {
         let kt = e.move_masked(&e.move_masked(&km, split)?, Move::TransposeLast2)?;
         let vh = e.move_masked(&vm, split)?;
         let scores = e.matmul_masked(&qh, &kt, Some(&name(l, "c")))?;
+        // zero points: c sum_d (q - zq)(k - zk) = c q.k - c zq sum_d k + terms constant along
+        // each row (removed by the centring below)
+        let ksum = e.sum_rows_masked(&kt, 0)?;
+        let kcorr = e.scale_private(&ksum, &name(l, "czq"))?;
+        let scores = e.sub_cols(&scores, &kcorr)?;
 
         e.at(ly, OpKind::Softmax);
         // centre each row exactly: n s - sum s; then E >= n and exp cannot overflow
@@ -153,7 +158,10 @@ impl BertProgram<'_> {
         let d = e.sub_masked(&sm, &lm)?;
         let p = e.lut(&d, c.w_p(), &t.p)?;
         let pm = e.open(&p, Reveal::Both)?;
-        Ok((pm, vh))
+        // the context's zero point: sum_j p (v - zv) = p.v - zv sum_j p
+        let psum = e.sum_last_masked(&pm)?;
+        let vcorr = e.scale_private(&psum, &name(l, "zv"))?;
+        Ok((pm, vh, vcorr))
     }
 
     fn layer(
@@ -173,7 +181,7 @@ impl BertProgram<'_> {
         let zq = e.linear(&x, &name(l, "q"), &[wq])?;
         let zk = e.linear(&x, &name(l, "k"), &[wq])?;
         let zv = e.linear(&x, &name(l, "v"), &[wq])?;
-        let (pm, vh) = if c.scores_in_u32() {
+        let (pm, vh, vcorr) = if c.scores_in_u32() {
             self.attention::<u32>(e, l, &zq, &zk, &zv, &t.req32, &t.ln32)?
         } else {
             self.attention::<u64>(e, l, &zq, &zk, &zv, &t.req64, &t.ln64)?
@@ -181,6 +189,7 @@ impl BertProgram<'_> {
 
         e.at(ly, OpKind::AttnMatmul);
         let ctx = e.matmul_masked(&pm, &vh, None)?;
+        let ctx = e.sub(&ctx, &vcorr)?;
         let ctx = e.move_additive(&ctx, Move::MergeHeads { batch: s.batch })?;
         let cm = e.open(&ctx, Reveal::P0)?;
 
@@ -235,9 +244,12 @@ impl Program for BertProgram<'_> {
             }
             if self.consts.scores_in_u32() {
                 e.register_vector::<u32>(&name(l, "c"), 1)?;
+                e.register_vector::<u32>(&name(l, "czq"), s.seq)?;
             } else {
                 e.register_vector::<u64>(&name(l, "c"), 1)?;
+                e.register_vector::<u64>(&name(l, "czq"), s.seq)?;
             }
+            e.register_vector::<u32>(&name(l, "zv"), 1)?;
             e.register_vector::<u64>(&name(l, "ln1.g"), h)?;
             e.register_vector::<u64>(&name(l, "ln2.g"), h)?;
         }

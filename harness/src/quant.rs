@@ -300,28 +300,49 @@ impl Consts {
 /// Per-layer activation scales from calibration (private to P0).
 #[derive(Clone, Debug)]
 pub struct LayerScales {
-    pub s_q: f64,
-    pub s_k: f64,
-    pub s_v: f64,
+    pub q: ActQuant,
+    pub k: ActQuant,
+    pub v: ActQuant,
 }
 
-/// Calibration: per-tensor activation scales chosen as the largest absolute value over the
-/// calibration inputs divided by the a-bit maximum.
+/// An activation's private quantization: value = s (level - z), levels in the signed a-bit
+/// range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActQuant {
+    pub s: f64,
+    pub z: i64,
+}
+
+impl ActQuant {
+    /// Asymmetric quantization of [lo, hi] onto the 2^a signed levels.
+    pub fn from_range(lo: f64, hi: f64, a: u32) -> Self {
+        let levels = ((1i64 << a) - 1) as f64;
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let s = ((hi - lo) / levels).max(1e-6);
+        let z = -(1i64 << (a - 1)) - (lo / s).round() as i64;
+        ActQuant { s, z }
+    }
+}
+
+/// Calibration: per-tensor scale and zero point of Q, K and V from the smallest and largest
+/// values over the calibration inputs (never the client's input).
 pub fn calibrate(traces: &[Vec<LayerTrace>], c: &Consts) -> Vec<LayerScales> {
     let layers = traces.first().map_or(0, |t| t.len());
-    let amax = c.amax as f64;
     (0..layers)
         .map(|l| {
             let m = |f: &dyn Fn(&LayerTrace) -> &Vec<f32>| {
-                traces
+                let (lo, hi) = traces
                     .iter()
                     .flat_map(|t| f(&t[l]).iter())
-                    .fold(1e-6f64, |a, &v| a.max((v as f64).abs()))
+                    .fold((0f64, 0f64), |(a, b), &v| {
+                        (a.min(v as f64), b.max(v as f64))
+                    });
+                ActQuant::from_range(lo, hi, c.a)
             };
             LayerScales {
-                s_q: m(&|t| &t.q) / amax,
-                s_k: m(&|t| &t.k) / amax,
-                s_v: m(&|t| &t.v) / amax,
+                q: m(&|t| &t.q),
+                k: m(&|t| &t.k),
+                v: m(&|t| &t.v),
             }
         })
         .collect()
@@ -358,8 +379,15 @@ struct InputSide<'a> {
     ln: Option<&'a crate::model::LayerNormW>,
 }
 
-/// Fold everything into a [`QLinear`] whose output is value / s_out * 2^f.
-fn qlinear(lin: &Linear, bits: u8, input: InputSide, s_out: f64, f: u32, fg: u32) -> QLinear {
+/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f.
+fn qlinear(
+    lin: &Linear,
+    bits: u8,
+    input: InputSide,
+    (s_out, z_out): (f64, i64),
+    f: u32,
+    fg: u32,
+) -> QLinear {
     let (w, alpha) = quantize_weights(lin, bits);
     let (din, dout) = (lin.d_in, lin.d_out);
     let two_f = 2f64.powi(f as i32);
@@ -386,7 +414,7 @@ fn qlinear(lin: &Linear, bits: u8, input: InputSide, s_out: f64, f: u32, fg: u32
                     .map(|i| ln.beta[i] as f64 * alpha[j] * w[i * dout + j] as f64)
                     .sum::<f64>()
             });
-            ((lin.b[j] as f64 + folded) / s_out * two_f).round() as i64
+            (((lin.b[j] as f64 + folded) / s_out + z_out as f64) * two_f).round() as i64
         })
         .collect();
     if bits > 1 {
@@ -456,19 +484,24 @@ pub fn quantize(
         };
         m.linears.insert(
             name(l, "q"),
-            qlinear(&lw.q, q.w_bits, inp(), sc.s_q, c.fa, c.fg),
+            qlinear(&lw.q, q.w_bits, inp(), (sc.q.s, sc.q.z), c.fa, c.fg),
         );
         m.linears.insert(
             name(l, "k"),
-            qlinear(&lw.k, q.w_bits, inp(), sc.s_k, c.fa, c.fg),
+            qlinear(&lw.k, q.w_bits, inp(), (sc.k.s, sc.k.z), c.fa, c.fg),
         );
         m.linears.insert(
             name(l, "v"),
-            qlinear(&lw.v, q.w_bits, inp(), sc.s_v, c.fa, c.fg),
+            qlinear(&lw.v, q.w_bits, inp(), (sc.v.s, sc.v.z), c.fa, c.fg),
         );
-        let score = sc.s_q * sc.s_k / dh.sqrt() * 2f64.powi(c.fc as i32);
-        m.vectors.insert(name(l, "c"), vec![score.round() as i64]);
-        let ctx_step = sc.s_v / 256.0;
+        let score = (sc.q.s * sc.k.s / dh.sqrt() * 2f64.powi(c.fc as i32)).round() as i64;
+        m.vectors.insert(name(l, "c"), vec![score]);
+        // zero points: c sum_d (q - zq)(k - zk) = c q.k - c zq sum_d k - (terms constant
+        // along a row, which the softmax centring removes); sum_j p (v - zv) = p.v - zv sum_j p
+        m.vectors
+            .insert(name(l, "czq"), vec![score.wrapping_mul(sc.q.z); c.n]);
+        m.vectors.insert(name(l, "zv"), vec![sc.v.z]);
+        let ctx_step = sc.v.s / 256.0;
         m.linears.insert(
             name(l, "o"),
             qlinear(
@@ -478,7 +511,7 @@ pub fn quantize(
                     step: ctx_step,
                     ln: None,
                 },
-                1.0,
+                (1.0, 0),
                 c.flin,
                 c.fg,
             ),
@@ -492,7 +525,7 @@ pub fn quantize(
                     step: c.sy(),
                     ln: Some(&lw.ln1),
                 },
-                1.0,
+                (1.0, 0),
                 c.flin,
                 c.fg,
             ),
@@ -506,7 +539,7 @@ pub fn quantize(
                     step: c.sg(),
                     ln: None,
                 },
-                1.0,
+                (1.0, 0),
                 c.flin,
                 c.fg,
             ),
@@ -537,7 +570,7 @@ pub fn quantize(
                     step: c.sy(),
                     ln: Some(last),
                 },
-                1.0,
+                (1.0, 0),
                 c.flin,
                 c.fg,
             ),
@@ -559,7 +592,7 @@ pub fn quantize(
             }
         };
         m.linears
-            .insert("cls".into(), qlinear(cls, 8, input, 1.0, c.fl, c.fg));
+            .insert("cls".into(), qlinear(cls, 8, input, (1.0, 0), c.fl, c.fg));
     }
     m
 }

@@ -126,13 +126,15 @@ impl Engine {
             win,
         })
     }
-    /// Sum the rows of each of `batch` sequences of a masked value: (b n, d) -> (b, d),
-    /// x^ and r summed alike (the dealer knows the new mask). Index bits do not survive.
+    /// Sum the rows of each of `batch` sequences of a masked value: (b n, d) -> (b, d), or
+    /// (b, n, d) -> (b, d) for a 3-D value (`batch` is then its first axis). x^ and r are
+    /// summed alike (the dealer knows the new mask). Index bits do not survive.
     pub fn sum_rows_masked<R: Ring>(&self, x: &Masked<R>, batch: usize) -> Result<Masked<R>> {
-        if x.shape.len() != 2 || batch == 0 || !x.shape[0].is_multiple_of(batch) {
-            return Err(shape_err("sum_rows", format!("{:?} / {batch}", x.shape)));
-        }
-        let (n, d) = (x.shape[0] / batch, x.shape[1]);
+        let (batch, n, d) = match x.shape[..] {
+            [b, n, d] => (b, n, d),
+            [bn, d] if batch > 0 && bn.is_multiple_of(batch) => (batch, bn / batch, d),
+            _ => return Err(shape_err("sum_rows", format!("{:?} / {batch}", x.shape))),
+        };
         let f = |v: &[R]| -> Result<Vec<R>> {
             let mut out = vec![R::ZERO; batch * d];
             for (i, row) in v.chunks(d).enumerate() {
@@ -148,6 +150,56 @@ impl Engine {
             hat: map_opt(&x.hat, f)?,
             r: map_opt(&x.r, f)?,
             win: vec![],
+        })
+    }
+
+    /// Sum over the last axis of a masked value, kept as an axis of size 1 (local: x^ and r
+    /// summed alike).
+    pub fn sum_last_masked<R: Ring>(&self, x: &Masked<R>) -> Result<Masked<R>> {
+        let cols = *x.shape.last().unwrap_or(&1);
+        let f = |v: &[R]| -> Result<Vec<R>> {
+            Ok(v.chunks(cols.max(1))
+                .map(|c| c.iter().fold(R::ZERO, |s, x| s.wadd(*x)))
+                .collect())
+        };
+        let mut shape = x.shape.clone();
+        if let Some(l) = shape.last_mut() {
+            *l = 1;
+        }
+        Ok(Masked {
+            shape,
+            hat: map_opt(&x.hat, f)?,
+            r: map_opt(&x.r, f)?,
+            win: vec![],
+        })
+    }
+
+    /// <a> - <b> for a of shape (b, m, n) and b of shape (b, n): b is broadcast over the
+    /// m rows of each batch element.
+    pub fn sub_cols<R: Ring>(&self, a: &Additive<R>, b: &Additive<R>) -> Result<Additive<R>> {
+        let (bt, m, n) = match a.shape[..] {
+            [bt, m, n] => (bt, m, n),
+            _ => return Err(shape_err("sub_cols", format!("{:?}", a.shape))),
+        };
+        if b.len() != bt * n {
+            return Err(shape_err(
+                "sub_cols",
+                format!("{:?} - {:?}", a.shape, b.shape),
+            ));
+        }
+        let s = zip_opt(&a.s, &b.s, |x, y| {
+            let mut out = x.to_vec();
+            for (i, row) in out.chunks_mut(n).enumerate() {
+                let yb = &y[(i / m) * n..(i / m + 1) * n];
+                for (o, v) in row.iter_mut().zip(yb) {
+                    *o = o.wsub(*v);
+                }
+            }
+            out
+        });
+        Ok(Additive {
+            shape: a.shape.clone(),
+            s,
         })
     }
 
