@@ -7,7 +7,7 @@ use crate::quant::{self, Consts, QuantConfig};
 use crate::report::{OpRow, RunReport};
 use anyhow::{bail, Context, Result};
 use protocol::account::{Accounting, OpKind, Phase};
-use protocol::net::{LinkConfig, NetProfile, PartyId};
+use protocol::net::{LinkConfig, NetProfile};
 use protocol::seed::DealerSeeds;
 use protocol::session::{self, LocalConfig, LocalRun, LocalTransport};
 use protocol::{LutMode, PrivateModel};
@@ -310,97 +310,81 @@ pub fn report_of(
     r
 }
 
-/// Per-operation rows from the three parties' accounting.
-pub fn op_rows(accts: &[&Accounting]) -> Vec<OpRow> {
-    use std::collections::BTreeMap;
-    let mut by: BTreeMap<OpKind, OpRow> = BTreeMap::new();
+/// Totals of the three parties' accounting (P0, P1, D in that order) grouped by `key` of
+/// (layer, kind); rows the key maps to None are left out. A step's time is the slower
+/// party's; bytes are counted at their sender.
+fn aggregate<K: Ord + Copy>(
+    accts: &[&Accounting],
+    key: impl Fn(u16, OpKind) -> Option<K>,
+) -> std::collections::BTreeMap<K, OpRow> {
+    use std::collections::{BTreeMap, BTreeSet};
     let mut merged = Accounting::default();
     for a in accts {
         merged.merge(a);
     }
-    for ((phase, _layer, kind), row) in &merged.rows {
-        let e = by.entry(*kind).or_insert_with(|| OpRow {
-            op: kind.name().to_string(),
-            ..Default::default()
-        });
+    let mut by: BTreeMap<K, (OpRow, BTreeSet<u32>)> = BTreeMap::new();
+    for ((phase, layer, kind), row) in &merged.rows {
+        let Some(k) = key(*layer, *kind) else {
+            continue;
+        };
+        let (e, flights) = by.entry(k).or_default();
         let ms = row.time.as_secs_f64() * 1e3;
         match phase {
             Phase::Online => {
                 e.online_ms += ms;
-                e.rounds += row.flights.len() as u32;
+                flights.extend(row.flights.iter().copied());
             }
             Phase::Offline => e.offline_ms += ms,
             Phase::Register => {}
         }
     }
-    // bytes by direction need the sender: recompute per party
     for (i, a) in accts.iter().enumerate() {
-        for ((phase, _l, kind), row) in &a.rows {
-            let e = by.get_mut(kind).expect("seen above");
-            match (phase, i) {
-                (Phase::Online, 0) => e.mb_p0_to_p1 += row.bytes_to[1] as f64 / 1e6,
-                (Phase::Online, 1) => e.mb_p1_to_p0 += row.bytes_to[0] as f64 / 1e6,
-                (Phase::Offline, 2) => {
-                    e.dealer_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
-                }
-                (Phase::Offline, _) => {
-                    e.offline_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
-                }
-                _ => {}
-            }
-        }
-    }
-    by.into_values().collect()
-}
-
-/// Per-layer online rows from the three parties' accounting.
-pub fn layer_rows(accts: &[&Accounting]) -> Vec<crate::report::LayerRow> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let mut rows: BTreeMap<u16, (crate::report::LayerRow, BTreeSet<u32>)> = BTreeMap::new();
-    let mut times: BTreeMap<(usize, u16), f64> = BTreeMap::new();
-    for (i, a) in accts.iter().enumerate() {
-        for ((phase, layer, _kind), row) in &a.rows {
-            if *layer == protocol::account::NO_LAYER {
+        for ((phase, layer, kind), row) in &a.rows {
+            let Some(k) = key(*layer, *kind) else {
                 continue;
-            }
-            let e = rows.entry(*layer).or_insert_with(|| {
-                (
-                    crate::report::LayerRow {
-                        layer: *layer,
-                        ..Default::default()
-                    },
-                    BTreeSet::new(),
-                )
-            });
+            };
+            let (e, _) = by.entry(k).or_default();
+            let mb = |to: &[usize]| to.iter().map(|&t| row.bytes_to[t]).sum::<u64>() as f64 / 1e6;
             match (phase, i) {
-                (Phase::Online, _) => {
-                    *times.entry((i, *layer)).or_default() += row.time.as_secs_f64() * 1e3;
-                    e.1.extend(row.flights.iter().copied());
-                    if i == 0 {
-                        e.0.mb_p0_to_p1 += row.bytes_to[1] as f64 / 1e6;
-                    } else if i == 1 {
-                        e.0.mb_p1_to_p0 += row.bytes_to[0] as f64 / 1e6;
-                    }
-                }
-                (Phase::Offline, 2) => {
-                    e.0.dealer_mb += (row.bytes_to[0] + row.bytes_to[1]) as f64 / 1e6
-                }
+                (Phase::Online, 0) => e.mb_p0_to_p1 += mb(&[1]),
+                (Phase::Online, 1) => e.mb_p1_to_p0 += mb(&[0]),
+                (Phase::Offline, 2) => e.dealer_mb += mb(&[0, 1]),
+                (Phase::Offline, _) => e.offline_mb += mb(&[0, 1]),
                 _ => {}
             }
         }
     }
-    rows.into_iter()
-        .map(|(l, (mut r, fl))| {
-            r.rounds = fl.len() as u32;
-            r.online_ms = (0..accts.len())
-                .map(|i| times.get(&(i, l)).copied().unwrap_or(0.0))
-                .fold(0.0, f64::max);
-            r
+    by.into_iter()
+        .map(|(k, (mut r, flights))| {
+            r.rounds = flights.len() as u32;
+            (k, r)
         })
         .collect()
 }
 
-/// Bytes one party sent to another in a phase.
-pub fn bytes(a: &Accounting, phase: Phase, to: PartyId) -> u64 {
-    a.bytes(phase, to)
+/// Per-operation rows from the three parties' accounting (P0, P1, D).
+pub fn op_rows(accts: &[&Accounting]) -> Vec<OpRow> {
+    aggregate(accts, |_, kind| Some(kind))
+        .into_iter()
+        .map(|(kind, r)| OpRow {
+            op: kind.name().to_string(),
+            ..r
+        })
+        .collect()
+}
+
+/// Per-layer online rows from the three parties' accounting (P0, P1, D).
+pub fn layer_rows(accts: &[&Accounting]) -> Vec<crate::report::LayerRow> {
+    let encoder = |layer: u16, _| (layer != protocol::account::NO_LAYER).then_some(layer);
+    aggregate(accts, encoder)
+        .into_iter()
+        .map(|(layer, r)| crate::report::LayerRow {
+            layer,
+            online_ms: r.online_ms,
+            mb_p0_to_p1: r.mb_p0_to_p1,
+            mb_p1_to_p0: r.mb_p1_to_p0,
+            rounds: r.rounds,
+            dealer_mb: r.dealer_mb,
+        })
+        .collect()
 }
