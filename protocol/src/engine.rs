@@ -400,10 +400,3 @@ pub(crate) fn need<'a, T>(v: &'a Option<T>, what: &'static str) -> Result<&'a T>
     v.as_ref()
         .ok_or_else(|| ProtocolError::Internal(format!("missing {what}")))
 }
-
-impl Engine {
-    /// Set P0's share seed directly (the plaintext reference, which needs no dealer).
-    pub fn set_p0_seed(&mut self, s: Seed) {
-        self.p0_seed = Some(s);
-    }
-}

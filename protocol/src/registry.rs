@@ -40,22 +40,20 @@ impl QLinear {
     /// The effective weights diag(g) W diag(a) that P0 registers (row-major d_in x d_out).
     pub fn effective<R: Ring>(&self) -> Vec<R> {
         let mut out = vec![R::ZERO; self.d_in * self.d_out];
-        let signs = match &self.w {
-            QWeights::Signs(p) => Some(kernels::bitfc::unpack_signs(p)),
-            QWeights::Int(_) => None,
+        let w: Vec<i64> = match &self.w {
+            QWeights::Signs(p) => kernels::bitfc::unpack_signs(p)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            QWeights::Int(w) => w.clone(),
         };
         for i in 0..self.d_in {
             let g = self.in_scale.as_ref().map_or(1, |g| g[i]);
             for j in 0..self.d_out {
-                let w = match (&signs, &self.w) {
-                    (Some(s), _) => s[i * self.d_out + j] as i64,
-                    (None, QWeights::Int(w)) => w[i * self.d_out + j],
-                    _ => unreachable!(),
-                };
-                let v = R::from_i64(g)
-                    .wmul(R::from_i64(w))
+                let ij = i * self.d_out + j;
+                out[ij] = R::from_i64(g)
+                    .wmul(R::from_i64(w[ij]))
                     .wmul(R::from_i64(self.out_scale[j]));
-                out[i * self.d_out + j] = v;
             }
         }
         out

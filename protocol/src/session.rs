@@ -246,8 +246,6 @@ pub fn run_plain<P: Program>(
 ) -> Result<(Option<P::Output>, crate::engine::PlainStats)> {
     let mut e = Engine::plain(model, carry_seed);
     e.start_phase(Phase::Register)?;
-    // The plaintext reference registers with its own seed: it never uses A_M or E_M.
-    e.set_p0_seed([0u8; 32]);
     prog.register(&mut e)?;
     e.start_phase(Phase::Online)?;
     let out = prog.run(&mut e)?;
