@@ -10,6 +10,8 @@ use protocol::session::LocalTransport;
 use protocol::{LutMode, Role};
 use std::path::PathBuf;
 
+mod kernels_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "harness",
@@ -29,6 +31,9 @@ enum Cmd {
     /// Run one party of a secure inference over TCP (three processes, one or three machines).
     #[command(args_override_self = true)]
     Party(PartyArgs),
+    /// Measure every kernel on every backend against this machine's limits
+    /// (writes results/kernels.csv).
+    Kernels(kernels_cmd::KernelsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -98,6 +103,10 @@ struct BertArgs {
     /// (for runs whose dealer material does not fit in memory)
     #[arg(long)]
     spill: Option<PathBuf>,
+    /// Kernel backend: auto (GPU for large calls when a hardware adapter exists, else
+    /// CPU SIMD) | cpu | gpu | scalar (the reference loops)
+    #[arg(long, env = "HARNESS_BACKEND", default_value = "auto")]
+    backend: String,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -119,6 +128,7 @@ struct PartyArgs {
 }
 
 fn spec_of(a: &BertArgs) -> Result<RunSpec> {
+    kernels::backend::set_backend(a.backend.parse().map_err(anyhow::Error::msg)?);
     let model = if a.model.ends_with(".safetensors") {
         ModelSource::File(PathBuf::from(&a.model), a.shapes.clone())
     } else {
@@ -205,6 +215,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Cmd::Bert(a) => bert(a),
+        Cmd::Kernels(k) => kernels_cmd::run(k),
         Cmd::Party(p) => harness::party::run_party(
             &p.role,
             &p.p0,

@@ -11,8 +11,19 @@
 //! 64 bytes of rows it runs `acc[c][i..] += x^T[r][i..] & mask[r][c]` over r: a contiguous
 //! vector AND + ADD per weight with the accumulators in registers. Bits along d_in per
 //! column are exactly what that mask expansion reads, sequentially, and a column's weights
-//! are one contiguous slice (column blocks are the unit of parallelism).
+//! are one contiguous slice (column blocks are the unit of parallelism). That is the
+//! AVX2 / portable path.
+//!
+//! **AVX-512 path.** Lanes run along output columns instead, and the weights become
+//! AVX-512 write masks: the bits are first transposed (64×64 bit-matrix transposes,
+//! ~d_in·d_out/64 word operations) into rows, `rb[c/64][r]` = the 64 bits of S[r, c..c+64],
+//! so that the 16 (u32) bits of a vector of columns are one `kmov`. For a tile of MR rows
+//! of X and 64 columns, each input r costs MR broadcasts of x[i, r] and
+//! MR·64/lanes masked adds `acc{k} += x[i, r]` (one instruction per 16 u32 weights, no
+//! AND), accumulators in registers, written once as `2·acc − rowsum`. No transposes of X
+//! or Y. Row tiles are the unit of parallelism.
 
+use crate::backend::Simd;
 use crate::matmul::transpose;
 use crate::word::Word;
 use rayon::prelude::*;
@@ -94,12 +105,49 @@ pub fn unpack_signs(p: &PackedSigns) -> Vec<i8> {
 /// Cost: n·d_in·d_out vectorised masked adds (no multiplies) + an O(n·(d_in + d_out))
 /// transpose in and out; parallel over blocks of 32 output columns.
 pub fn fc<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
+    fc_with(Simd::active(), x, n, w)
+}
+
+/// The scalar reference of [`fc`]: `y[i][c] = Σ_r ±x[i][r]` term by term, one thread.
+pub fn fc_scalar<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
+    let (d_in, d_out) = (w.d_in, w.d_out);
+    assert_eq!(x.len(), n * d_in, "fc: x.len() != n·d_in");
+    assert_eq!(
+        w.words.len(),
+        d_out * w.words_per_col(),
+        "fc: bad PackedSigns length"
+    );
+    let mut y = vec![W::ZERO; n * d_out];
+    for i in 0..n {
+        for c in 0..d_out {
+            let mut acc = W::ZERO;
+            for r in 0..d_in {
+                let v = x[i * d_in + r];
+                acc = if w.is_plus(r, c) {
+                    acc.wadd(v)
+                } else {
+                    acc.wsub(v)
+                };
+            }
+            y[i * d_out + c] = acc;
+        }
+    }
+    y
+}
+
+/// [`fc`] on a given SIMD level (panics on a level the CPU does not support).
+pub fn fc_with<W: Word>(simd: Simd, x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
     let (d_in, d_out) = (w.d_in, w.d_out);
     assert_eq!(x.len(), n * d_in, "fc: x.len() != n·d_in");
     let wpc = w.words_per_col();
     assert_eq!(w.words.len(), d_out * wpc, "fc: bad PackedSigns length");
     if n == 0 || d_out == 0 {
         return vec![W::ZERO; n * d_out];
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        simd.check();
+        return avx512::fc(x, n, w);
     }
     // Rows per register block: 64 bytes of words.
     let nb = 512 / W::BITS as usize;
@@ -125,6 +173,7 @@ pub fn fc<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
         let c0 = g * CG;
         let ncols = ytg.len() / n_pad;
         fc_group::<W>(
+            simd,
             &xt,
             n_pad,
             d_in,
@@ -233,6 +282,221 @@ fn fc_cols<W: Word, const NB: usize>(
                 }
             }
         }
+    }
+}
+
+/// Transposes a 64×64 bit matrix in place: afterwards bit j of `a[i]` is the former bit
+/// i of `a[j]` (LSB-first rows). 6 rounds of 32 masked swaps.
+#[inline]
+pub(crate) fn transpose64(a: &mut [u64; 64]) {
+    let mut j = 32usize;
+    let mut m = 0x0000_0000_FFFF_FFFFu64;
+    while j != 0 {
+        let mut k = 0usize;
+        while k < 64 {
+            let t = ((a[k] >> j) ^ a[k + j]) & m;
+            a[k + j] ^= t;
+            a[k] ^= t << j;
+            k = (k + j + 1) & !j;
+        }
+        j >>= 1;
+        m ^= m << j;
+    }
+}
+
+/// The signs by rows: `rb[b·d_in + r]` holds S[r, 64b..64b+64] (bit j: column 64b + j is
+/// +1; columns past d_out are 0). Cost: ceil(d_in/64)·ceil(d_out/64) 64×64 bit
+/// transposes.
+pub(crate) fn row_bits(w: &PackedSigns) -> Vec<u64> {
+    let (d_in, d_out) = (w.d_in, w.d_out);
+    let wpc = w.words_per_col();
+    let nb = d_out.div_ceil(64);
+    let mut rb = vec![0u64; nb * d_in];
+    let mut a = [0u64; 64];
+    for b in 0..nb {
+        let cols = 64.min(d_out - 64 * b);
+        for rw in 0..wpc {
+            for (j, v) in a.iter_mut().enumerate() {
+                *v = if j < cols {
+                    w.words[(64 * b + j) * wpc + rw]
+                } else {
+                    0
+                };
+            }
+            transpose64(&mut a);
+            let rows = 64.min(d_in - 64 * rw);
+            rb[b * d_in + 64 * rw..][..rows].copy_from_slice(&a[..rows]);
+        }
+    }
+    rb
+}
+
+/// The AVX-512 masked-add kernel (see the module docs).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{row_bits, PackedSigns, PAR_MIN};
+    use crate::word::Word;
+    use core::arch::x86_64::*;
+    use rayon::prelude::*;
+
+    macro_rules! fc_kernel {
+        ($name:ident, $t:ty, $lanes:expr, $mr:expr, $mask:ty, $set1:ident, $as:ty,
+         $madd:ident, $add:ident, $sub:ident, $mstore:ident) => {
+            /// One tile of `$mr` rows (`xr`: $mr rows of d_in words, zero-padded),
+            /// all column blocks; writes `rows` rows of `y` (row-major, d_out columns).
+            ///
+            /// # Safety
+            /// AVX-512F/BW/DQ available; `xr.len() == $mr·d_in`, `rb` from `row_bits`,
+            /// `y.len() >= rows·d_out`, `rows <= $mr`.
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+            unsafe fn $name(
+                xr: &[$t],
+                d_in: usize,
+                d_out: usize,
+                rb: &[u64],
+                y: &mut [$t],
+                rows: usize,
+            ) {
+                const V: usize = 64 / $lanes; // vectors per 64 columns
+                const MR: usize = $mr;
+                let mut rowsum = [0 as $t; MR];
+                for (s, row) in rowsum.iter_mut().zip(xr.chunks_exact(d_in.max(1))) {
+                    *s = row.iter().fold(0 as $t, |a, &v| a.wrapping_add(v));
+                }
+                if d_in == 0 {
+                    rowsum = [0 as $t; MR];
+                }
+                let xp = xr.as_ptr();
+                for (b, bits) in rb
+                    .chunks_exact(d_in.max(1))
+                    .enumerate()
+                    .take(d_out.div_ceil(64))
+                {
+                    let mut acc = [[_mm512_setzero_si512(); V]; MR];
+                    for (r, &m) in bits.iter().enumerate().take(d_in) {
+                        let mut ks = [0 as $mask; V];
+                        for (q, kq) in ks.iter_mut().enumerate() {
+                            *kq = (m >> (q * $lanes)) as $mask;
+                        }
+                        for (i, ai) in acc.iter_mut().enumerate() {
+                            let xv = $set1(*xp.add(i * d_in + r) as $as);
+                            for q in 0..V {
+                                ai[q] = $madd(ai[q], ks[q], ai[q], xv);
+                            }
+                        }
+                    }
+                    let cols = 64.min(d_out - 64 * b);
+                    for (i, ai) in acc.iter().enumerate().take(rows) {
+                        let rs = $set1(rowsum[i] as $as);
+                        let yrow = y.as_mut_ptr().wrapping_add(i * d_out + 64 * b);
+                        for (q, &a) in ai.iter().enumerate() {
+                            let v = $sub($add(a, a), rs);
+                            let valid = cols.saturating_sub(q * $lanes).min($lanes);
+                            if valid == 0 {
+                                break;
+                            }
+                            let km = (u64::MAX >> (64 - valid)) as $mask;
+                            $mstore(yrow.wrapping_add(q * $lanes).cast(), km, v);
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    fc_kernel!(
+        tile16,
+        u16,
+        32,
+        12,
+        u32,
+        _mm512_set1_epi16,
+        i16,
+        _mm512_mask_add_epi16,
+        _mm512_add_epi16,
+        _mm512_sub_epi16,
+        _mm512_mask_storeu_epi16
+    );
+    fc_kernel!(
+        tile32,
+        u32,
+        16,
+        6,
+        u16,
+        _mm512_set1_epi32,
+        i32,
+        _mm512_mask_add_epi32,
+        _mm512_add_epi32,
+        _mm512_sub_epi32,
+        _mm512_mask_storeu_epi32
+    );
+    fc_kernel!(
+        tile64,
+        u64,
+        8,
+        3,
+        u8,
+        _mm512_set1_epi64,
+        i64,
+        _mm512_mask_add_epi64,
+        _mm512_add_epi64,
+        _mm512_sub_epi64,
+        _mm512_mask_storeu_epi64
+    );
+
+    /// The AVX-512 [`super::fc`] (caller checked the CPU features and the shapes).
+    pub(super) fn fc<W: Word>(x: &[W], n: usize, w: &PackedSigns) -> Vec<W> {
+        match W::BITS {
+            16 => {
+                run::<W, u16, 12>(x, n, w, |a, b, c, d, e, f| {
+                    // SAFETY: features checked by the caller; shapes as tile16 requires.
+                    unsafe { tile16(a, b, c, d, e, f) }
+                })
+            }
+            32 => {
+                run::<W, u32, 6>(x, n, w, |a, b, c, d, e, f| {
+                    // SAFETY: as above.
+                    unsafe { tile32(a, b, c, d, e, f) }
+                })
+            }
+            _ => {
+                run::<W, u64, 3>(x, n, w, |a, b, c, d, e, f| {
+                    // SAFETY: as above.
+                    unsafe { tile64(a, b, c, d, e, f) }
+                })
+            }
+        }
+    }
+
+    /// Runs `tile` over the row tiles of X (W reinterpreted as T, the same width).
+    fn run<W: Word, T: bytemuck::Pod + Default + Sync, const MR: usize>(
+        x: &[W],
+        n: usize,
+        w: &PackedSigns,
+        tile: impl Fn(&[T], usize, usize, &[u64], &mut [T], usize) + Sync,
+    ) -> Vec<W> {
+        let x: &[T] = bytemuck::cast_slice(x);
+        let (d_in, d_out) = (w.d_in, w.d_out);
+        let rb = row_bits(w);
+        let mut y = vec![W::ZERO; n * d_out];
+        let task = |(t, yt): (usize, &mut [W])| {
+            let yt: &mut [T] = bytemuck::cast_slice_mut(yt);
+            let rows = yt.len() / d_out;
+            let i0 = t * MR;
+            if rows == MR {
+                tile(&x[i0 * d_in..(i0 + MR) * d_in], d_in, d_out, &rb, yt, rows);
+            } else {
+                let mut xr = vec![T::default(); MR * d_in];
+                xr[..rows * d_in].copy_from_slice(&x[i0 * d_in..(i0 + rows) * d_in]);
+                tile(&xr, d_in, d_out, &rb, yt, rows);
+            }
+        };
+        if n * d_in * d_out >= PAR_MIN {
+            y.par_chunks_mut(MR * d_out).enumerate().for_each(task);
+        } else {
+            y.chunks_mut(MR * d_out).enumerate().for_each(task);
+        }
+        y
     }
 }
 

@@ -33,7 +33,7 @@
 //! run-time choice of AES implementation). All implementations give identical results.
 
 use crate::lut::{reverse_table2_doubled, rotated_dot2_doubled, DotTable};
-use crate::prg::{block_words, split, Backend, Prg};
+use crate::prg::{block_words, split, AesImpl, Prg};
 use crate::word::Word;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -402,7 +402,7 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
 /// at every level) so that the AES batches are long even near the roots.
 struct Expander<W> {
     /// AES backend (see [`Prg::fixed`]).
-    be: Backend,
+    be: AesImpl,
     nodes: Vec<u128>,
     next: Vec<u128>,
     cwl: Vec<u128>,
@@ -412,7 +412,7 @@ struct Expander<W> {
 }
 
 impl<W: Word> Expander<W> {
-    fn new(be: Backend) -> Self {
+    fn new(be: AesImpl) -> Self {
         Expander {
             be,
             nodes: Vec::new(),
@@ -630,7 +630,7 @@ fn root<W: Word>(key: &DpfKey<W>) -> u128 {
 
 /// Both corrected children of `node` at `level` (nodes carry t in the LSB).
 #[inline]
-fn children<W: Word>(be: Backend, key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
+fn children<W: Word>(be: AesImpl, key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
     let prg = Prg::fixed();
     let s = node & !1;
     let mut l = [s];
@@ -671,7 +671,7 @@ pub fn eval_full<W: Word>(key: &DpfKey<W>) -> Vec<W> {
     eval_full_with(Prg::fixed().backend(), key)
 }
 
-fn eval_full_with<W: Word>(be: Backend, key: &DpfKey<W>) -> Vec<W> {
+fn eval_full_with<W: Word>(be: AesImpl, key: &DpfKey<W>) -> Vec<W> {
     check_key(key);
     let mut out = vec![W::ZERO; 1usize << key.k];
     full_rec(be, key, 0, root(key), &mut out);
@@ -681,7 +681,7 @@ fn eval_full_with<W: Word>(be: Backend, key: &DpfKey<W>) -> Vec<W> {
     out
 }
 
-fn full_rec<W: Word>(be: Backend, key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
+fn full_rec<W: Word>(be: AesImpl, key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
     let d = key.cws.len() as u32;
     if out.len() >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
         let (l, r) = children(be, key, level, node);
@@ -731,7 +731,7 @@ pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32
 }
 
 fn eval_dot2_with<W: Word>(
-    be: Backend,
+    be: AesImpl,
     key: &DpfKey<W>,
     table: &[W],
     kx: u32,
@@ -772,11 +772,59 @@ pub fn eval_dot2_batch<W: Word>(
     eval_dot2_batch_impl(Prg::fixed().backend(), keys, table, kx, ky, xs, ys)
 }
 
+/// The scalar reference of [`eval_dot_batch`]: each key expanded in full with the
+/// portable AES (the `aes` crate) and the defining sum `Σ_j table[(x − j) mod 2^k]·u[j]`
+/// taken term by term. One thread.
+pub fn eval_dot_batch_scalar<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
+    let k = keys.first().map_or(0, |key| key.k);
+    let ys = vec![0u32; xs.len()];
+    eval_dot2_batch_scalar(keys, table, 0, k, &ys, xs)
+}
+
+/// The scalar reference of [`eval_dot2_batch`] (as [`eval_dot_batch_scalar`], the sum
+/// over both rotated axes).
+pub fn eval_dot2_batch_scalar<W: Word>(
+    keys: &[DpfKey<W>],
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    xs: &[u32],
+    ys: &[u32],
+) -> Vec<W> {
+    assert_eq!(
+        keys.len(),
+        xs.len(),
+        "eval_dot batch: keys and xs lengths differ"
+    );
+    assert_eq!(
+        keys.len(),
+        ys.len(),
+        "eval_dot batch: keys and ys lengths differ"
+    );
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, (&x, &y)) in keys.iter().zip(xs.iter().zip(ys)) {
+        assert_eq!(key.k, kx + ky, "eval_dot batch: key on the wrong domain");
+        assert_eq!(table.len(), nx * ny, "eval_dot batch: table.len() != 2^k");
+        let u = eval_full_with(AesImpl::Portable, key);
+        let mut s = W::ZERO;
+        for a in 0..nx {
+            for b in 0..ny {
+                let ta = (x as usize).wrapping_sub(a) & (nx - 1);
+                let tb = (y as usize).wrapping_sub(b) & (ny - 1);
+                s = s.wadd(table[ta * ny + tb].wmul(u[a * ny + b]));
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
 /// One parallel work item of the batched dot: outputs, keys, xs, ys of a key group.
 type BatchItem<'a, W> = (&'a mut [W], (&'a [DpfKey<W>], (&'a [u32], &'a [u32])));
 
 fn eval_dot2_batch_impl<W: Word>(
-    be: Backend,
+    be: AesImpl,
     keys: &[DpfKey<W>],
     table: &[W],
     kx: u32,
@@ -892,7 +940,7 @@ fn prefetch_key<W: Word>(key: &DpfKey<W>) {
 /// over threads for large subtrees.
 #[allow(clippy::too_many_arguments)]
 fn dot_rec<W: Word>(
-    be: Backend,
+    be: AesImpl,
     key: &DpfKey<W>,
     tab: &DotTable<'_, W>,
     x: u32,
@@ -1141,11 +1189,11 @@ mod tests {
             let xs: Vec<u32> = (0..n).map(|_| rng.gen()).collect();
             let ys: Vec<u32> = (0..n).map(|_| rng.gen()).collect();
             for keys in [&k0, &k1] {
-                let want = eval_dot2_batch_impl(Backend::Portable, keys, &table, kx, ky, &xs, &ys);
-                let want1 = eval_dot2_batch_impl(Backend::Portable, keys, &table, 0, k, &xs, &xs);
-                let full = eval_full_with(Backend::Portable, &keys[0]);
+                let want = eval_dot2_batch_impl(AesImpl::Portable, keys, &table, kx, ky, &xs, &ys);
+                let want1 = eval_dot2_batch_impl(AesImpl::Portable, keys, &table, 0, k, &xs, &xs);
+                let full = eval_full_with(AesImpl::Portable, &keys[0]);
                 let single =
-                    eval_dot2_with(Backend::Portable, &keys[1], &table, kx, ky, xs[1], ys[1]);
+                    eval_dot2_with(AesImpl::Portable, &keys[1], &table, kx, ky, xs[1], ys[1]);
                 assert_eq!(single, want[1], "k={k}");
                 for &be in &backends {
                     let got = eval_dot2_batch_impl(be, keys, &table, kx, ky, &xs, &ys);
@@ -1180,7 +1228,7 @@ mod tests {
     /// nodes and correction words, all lengths up to 70 and key shifts 0..=7.
     #[test]
     fn backend_kernels_agree() {
-        fn leaves<W: Word>(be: Backend, nodes: &[u128], cw: &[u128], shift: u32) -> Vec<W> {
+        fn leaves<W: Word>(be: AesImpl, nodes: &[u128], cw: &[u128], shift: u32) -> Vec<W> {
             let mut out = vec![W::ZERO; nodes.len() * (128 / W::BITS) as usize];
             Prg::fixed().dpf_leaves(be, nodes, cw, shift, &mut out);
             out
@@ -1194,12 +1242,12 @@ mod tests {
                 let cws = ((n.max(1) - 1) >> shift) + 1;
                 let (cl, cr): (Vec<u128>, Vec<u128>) = (0..cws).map(|_| block()).unzip();
                 let mut want = vec![0u128; 2 * n];
-                prg.dpf_level(Backend::Portable, &nodes, &mut want, &cl, &cr, shift);
-                let want16 = leaves::<u16>(Backend::Portable, &nodes, &cl, shift);
-                let want32 = leaves::<u32>(Backend::Portable, &nodes, &cl, shift);
-                let want64 = leaves::<u64>(Backend::Portable, &nodes, &cl, shift);
+                prg.dpf_level(AesImpl::Portable, &nodes, &mut want, &cl, &cr, shift);
+                let want16 = leaves::<u16>(AesImpl::Portable, &nodes, &cl, shift);
+                let want32 = leaves::<u32>(AesImpl::Portable, &nodes, &cl, shift);
+                let want64 = leaves::<u64>(AesImpl::Portable, &nodes, &cl, shift);
                 let mut raw = nodes.clone();
-                prg.encrypt_with(Backend::Portable, 1, &mut raw);
+                prg.encrypt_with(AesImpl::Portable, 1, &mut raw);
                 for be in prg.backends() {
                     let mut got = vec![0u128; 2 * n];
                     prg.dpf_level(be, &nodes, &mut got, &cl, &cr, shift);
@@ -1217,7 +1265,7 @@ mod tests {
         let nodes: Vec<u128> = (0..9).map(|_| block().0).collect();
         let (cl, cr): (Vec<u128>, Vec<u128>) = (0..5).map(|_| block()).unzip();
         let mut next = vec![0u128; 18];
-        prg.dpf_level(Backend::Portable, &nodes, &mut next, &cl, &cr, 1);
+        prg.dpf_level(AesImpl::Portable, &nodes, &mut next, &cl, &cr, 1);
         for (i, &v) in nodes.iter().enumerate() {
             let (sl, tl, sr, tr) = prg.double(v & !1);
             let t = v & 1 == 1;
@@ -1232,7 +1280,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn check_fused_dot<W: Word>(seed: u64) {
         let prg = Prg::fixed();
-        if !prg.backends().contains(&Backend::Vaes512) {
+        if !prg.backends().contains(&AesImpl::Vaes512) {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -1261,7 +1309,7 @@ mod tests {
                 let j0 = rng.gen_range(0..=starts) * words_per_key;
                 let mut got = vec![W::ZERO; g];
                 prg.dpf_leaves_dot(
-                    Backend::Vaes512,
+                    AesImpl::Vaes512,
                     &nodes,
                     &cw,
                     shift,
@@ -1272,10 +1320,11 @@ mod tests {
                     &mut got,
                 );
                 let mut words = vec![W::ZERO; nodes.len() * e];
-                prg.dpf_leaves(Backend::Portable, &nodes, &cw, shift, &mut words);
+                prg.dpf_leaves(AesImpl::Portable, &nodes, &cw, shift, &mut words);
                 for i in 0..g {
                     let ws = &words[i * words_per_key..(i + 1) * words_per_key];
                     let want = crate::lut::rotated_dot2(
+                        crate::backend::Simd::active(),
                         &crate::lut::reverse_table2(&table, kx, ky),
                         kx,
                         ky,

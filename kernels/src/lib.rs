@@ -7,75 +7,78 @@
 //! - [`prg`]: fixed-key AES PRG for the DPF tree and AES-CTR seed expansion.
 //! - [`dpf`]: BGI distributed point functions with Z/2^l outputs and a fused
 //!   expand-and-dot evaluation (the batched LUT kernel of DPF mode).
+//! - [`gpu`]: the same kernels as WGSL compute shaders through `wgpu` (bit-identical).
 //!
-//! All kernels are plain portable Rust written so the compiler vectorises their inner
-//! loops (contiguous, fixed-width accumulator blocks); the hottest loops are additionally
-//! compiled a second time with AVX2 enabled and selected at run time (same source, no
-//! intrinsics; see `simd_dispatch!`). The exception is the DPF: its fixed-key AES, tree
-//! levels, leaf conversion and table product have x86_64 intrinsics paths (VAES +
-//! AVX-512, AES-NI; private module `fastaes`) chosen at run time, with the portable code
-//! as fallback and as the reference the tests compare them with. Large inputs are
-//! parallelised with rayon, small ones run sequentially. Shape mismatches are caller bugs
-//! and panic via `assert!`.
+//! - [`backend`]: the backend choice (`Auto`, `Cpu`, `Gpu`, `Scalar`), the CPU SIMD
+//!   level, the kernels' rayon pool and the run-report line ([`describe`]).
+//! - [`ops`]: the dispatching entry points the protocol calls (same bits on every
+//!   backend).
+//!
+//! Each kernel has three CPU forms: a scalar reference (`*_scalar`: naive loops, the
+//! `Scalar` backend and the test oracle), explicit AVX-512 intrinsics (`#[target_feature]`
+//! functions chosen at run time: matmul micro-tiles, 1-bit FC as masked adds, `vpgather`
+//! lookups, one-hot dot products, and in the DPF fixed-key VAES/AES-NI with fused tree
+//! levels and leaf products, private module `fastaes`), and portable Rust written so the
+//! compiler vectorises it, compiled a second time with AVX2 enabled (`simd_dispatch!`;
+//! on aarch64 the portable code is compiled with NEON, the baseline). `*_with(simd, ..)`
+//! forces a level (tests and benchmarks exercise every level the CPU has). Large inputs
+//! are parallelised with rayon, small ones run sequentially. Shape mismatches are caller
+//! bugs and panic via `assert!`.
 
 #![warn(missing_docs)]
 
 /// Compiles a generic `#[inline(always)]` body twice on x86_64, once as is and once
-/// with AVX2 enabled, and picks at run time. The body is the same portable Rust; only
-/// the instruction selection differs (e.g. `vpmulld` for u32 products, 8-wide lanes).
+/// with AVX2 enabled; the generated function takes the SIMD level
+/// ([`backend::Simd`]) as an extra first argument and runs the AVX2 build for `Avx2` and
+/// above (tests force each level). The body is the same portable Rust; only the
+/// instruction selection differs (e.g. `vpmulld` for u32 products, 8-wide lanes).
 macro_rules! simd_dispatch {
     (
         $(#[$meta:meta])*
         $vis:vis fn $name:ident < $($gen:ident : $bound:path),* > ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? => $body:ident
     ) => {
         $(#[$meta])*
-        $vis fn $name<$($gen: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$($gen: $bound),*>(simd: crate::backend::Simd, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2<$($gen: $bound),*>($($arg: $ty),*) $(-> $ret)? {
                     $body::<$($gen),*>($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above); the body is
-                    // safe Rust, the attribute only changes instruction selection.
+                if simd >= crate::backend::Simd::Avx2 {
+                    simd.check();
+                    // SAFETY: the CPU supports AVX2 (`check` panics otherwise); the body
+                    // is safe Rust, the attribute only changes instruction selection.
                     return unsafe { avx2::<$($gen),*>($($arg),*) };
                 }
             }
+            let _ = simd;
             $body::<$($gen),*>($($arg),*)
         }
     };
 }
 
+pub mod backend;
 pub mod bitfc;
 pub mod dpf;
 #[cfg(target_arch = "x86_64")]
 mod fastaes;
+pub mod gpu;
 pub mod lut;
 pub mod matmul;
+pub mod ops;
 pub mod prg;
 pub mod word;
 
 pub use word::Word;
 
-/// A short description of the CPU code paths the kernels use on this machine, for run
-/// reports: the AES backend of the DPF PRG and whether the AVX2 builds of the hot loops
-/// are active.
+pub use backend::{describe, Backend};
+
+/// The backend line of run reports: the selected [`Backend`] and what it resolves to on
+/// this machine (see [`backend::describe`]).
 pub fn cpu_backend() -> String {
-    let aes = match prg::Prg::fixed().backend() {
-        prg::Backend::Portable => "aes-crate",
-        prg::Backend::AesNi => "aes-ni",
-        prg::Backend::Vaes512 => "vaes-avx512",
-    };
-    #[cfg(target_arch = "x86_64")]
-    let simd = if std::is_x86_feature_detected!("avx2") {
-        "avx2"
-    } else {
-        "sse2"
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = "portable";
-    format!("cpu ({simd} loops, {aes} PRG)")
+    backend::describe()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! dot products (split at j = x) that vectorise. Two-input tables use the same trick per
 //! axis (independent rotations), one row segment at a time.
 
+use crate::backend::Simd;
 use crate::word::Word;
 use rayon::prelude::*;
 
@@ -17,35 +18,113 @@ const PAR_CHUNK: usize = 1 << 12;
 /// Per-lookup gather: `out[i] = tables[i·2^k + idx[i]]`.
 ///
 /// Preconditions (asserted): `tables.len() == idx.len()·2^k`, every `idx[i] < 2^k`.
-/// Cost: idx.len() random reads (memory-bound), parallel for large batches.
+/// Cost: idx.len() random reads (memory-bound: one cache line per lookup), parallel for
+/// large batches; with AVX-512, 16 (u16/u32) or 8 (u64) lookups per `vpgather`, the
+/// next lookups' lines prefetched.
 pub fn gather<W: Word>(tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
-    let size = 1usize << k;
+    gather_with(Simd::active(), tables, k, idx)
+}
+
+/// [`gather`] on a given SIMD level (panics on a level the CPU does not support).
+pub fn gather_with<W: Word>(simd: Simd, tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
     assert_eq!(
         tables.len(),
         idx.len() << k,
         "gather: tables.len() != idx.len()·2^k"
     );
-    let mut out = vec![W::ZERO; idx.len()];
-    let run = |(c, o): (usize, &mut [W])| {
+    check_indices(idx, k, "gather: index out of range");
+    gather_core(simd, tables, k, idx.len(), |base, buf| {
+        buf.copy_from_slice(&idx[base..base + buf.len()])
+    })
+}
+
+/// The gather loop: the indices of lookups `base..base + buf.len()` are written into
+/// `buf` by `fill` (chunk by chunk, so a 2-D gather forms its joint indices in cache).
+/// Precondition: every index < 2^k, `tables.len() == n << k`.
+fn gather_core<W: Word>(
+    simd: Simd,
+    tables: &[W],
+    k: u32,
+    n: usize,
+    fill: impl Fn(usize, &mut [u32]) + Sync,
+) -> Vec<W> {
+    let mut out = vec![W::ZERO; n];
+    let run = |ixb: &mut Vec<u32>, (c, o): (usize, &mut [W])| {
         let base = c * PAR_CHUNK;
-        for (t, (ov, &ix)) in o.iter_mut().zip(&idx[base..]).enumerate() {
-            assert!((ix as usize) < size, "gather: index out of range");
-            *ov = tables[((base + t) << k) + ix as usize];
+        ixb.resize(o.len(), 0);
+        fill(base, ixb);
+        let ix = &ixb[..];
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && k <= 24 {
+            simd.check();
+            // SAFETY: AVX-512F/BW/DQ available (checked); indices checked < 2^k and
+            // tables.len() == n·2^k, so every read is inside `tables`.
+            unsafe { avx512::gather(tables, k, ix, base, n, o) };
+            return;
+        }
+        let _ = simd;
+        for (t, (ov, &i)) in o.iter_mut().zip(ix).enumerate() {
+            *ov = tables[((base + t) << k) + i as usize];
         }
     };
-    if idx.len() > 2 * PAR_CHUNK {
-        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    if n > 2 * PAR_CHUNK {
+        out.par_chunks_mut(PAR_CHUNK)
+            .enumerate()
+            .for_each_init(Vec::new, run);
     } else {
-        out.chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+        let mut ixb = Vec::new();
+        out.chunks_mut(PAR_CHUNK)
+            .enumerate()
+            .for_each(|item| run(&mut ixb, item));
     }
     out
+}
+
+/// The scalar reference of [`gather`] (one plain loop).
+pub fn gather_scalar<W: Word>(tables: &[W], k: u32, idx: &[u32]) -> Vec<W> {
+    assert_eq!(
+        tables.len(),
+        idx.len() << k,
+        "gather: tables.len() != idx.len()·2^k"
+    );
+    let size = 1usize << k;
+    let mut out = Vec::with_capacity(idx.len());
+    for (i, &x) in idx.iter().enumerate() {
+        assert!((x as usize) < size, "gather: index out of range");
+        out.push(tables[i * size + x as usize]);
+    }
+    out
+}
+
+/// Panics with `msg` unless every index is below 2^k (one vectorised pass).
+#[inline]
+fn check_indices(idx: &[u32], k: u32, msg: &str) {
+    let bad = if k >= 32 {
+        false
+    } else {
+        idx.iter().fold(0u32, |a, &x| a | (x >> k)) != 0
+    };
+    assert!(!bad, "{msg}");
 }
 
 /// Per-lookup 2-D gather: `out[i] = tables[i·2^(kx+ky) + ix[i]·2^ky + iy[i]]`.
 ///
 /// Preconditions (asserted): `ix.len() == iy.len()`, `tables.len() == ix.len()·2^(kx+ky)`,
-/// `ix[i] < 2^kx`, `iy[i] < 2^ky`. Cost: as [`gather`].
+/// `ix[i] < 2^kx`, `iy[i] < 2^ky`. Cost: as [`gather`] (the combined index of each chunk
+/// of lookups is formed in cache, then the 1-D gather runs on it).
 pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) -> Vec<W> {
+    gather2_with(Simd::active(), tables, kx, ky, ix, iy)
+}
+
+/// [`gather2`] on a given SIMD level.
+pub fn gather2_with<W: Word>(
+    simd: Simd,
+    tables: &[W],
+    kx: u32,
+    ky: u32,
+    ix: &[u32],
+    iy: &[u32],
+) -> Vec<W> {
     assert_eq!(ix.len(), iy.len(), "gather2: ix and iy lengths differ");
     let k = kx + ky;
     assert_eq!(
@@ -53,19 +132,30 @@ pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) 
         ix.len() << k,
         "gather2: tables.len() != n·2^(kx+ky)"
     );
-    let mut out = vec![W::ZERO; ix.len()];
-    let run = |(c, o): (usize, &mut [W])| {
-        let base = c * PAR_CHUNK;
-        for (t, ov) in o.iter_mut().enumerate() {
-            let (a, b) = (ix[base + t] as usize, iy[base + t] as usize);
-            assert!(a >> kx == 0 && b >> ky == 0, "gather2: index out of range");
-            *ov = tables[((base + t) << k) + (a << ky) + b];
+    check_indices(ix, kx, "gather2: index out of range");
+    check_indices(iy, ky, "gather2: index out of range");
+    gather_core(simd, tables, k, ix.len(), |base, buf| {
+        let (a, b) = (&ix[base..base + buf.len()], &iy[base..base + buf.len()]);
+        for ((j, &x), &y) in buf.iter_mut().zip(a).zip(b) {
+            *j = (x << ky) | y;
         }
-    };
-    if ix.len() > 2 * PAR_CHUNK {
-        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(run);
-    } else {
-        out.chunks_mut(PAR_CHUNK).enumerate().for_each(run);
+    })
+}
+
+/// The scalar reference of [`gather2`].
+pub fn gather2_scalar<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) -> Vec<W> {
+    assert_eq!(ix.len(), iy.len(), "gather2: ix and iy lengths differ");
+    let k = kx + ky;
+    assert_eq!(
+        tables.len(),
+        ix.len() << k,
+        "gather2: tables.len() != n·2^(kx+ky)"
+    );
+    let mut out = Vec::with_capacity(ix.len());
+    for i in 0..ix.len() {
+        let (a, b) = (ix[i] as usize, iy[i] as usize);
+        assert!(a >> kx == 0 && b >> ky == 0, "gather2: index out of range");
+        out.push(tables[(i << k) + (a << ky) + b]);
     }
     out
 }
@@ -79,22 +169,146 @@ pub fn gather2<W: Word>(tables: &[W], kx: u32, ky: u32, ix: &[u32], iy: &[u32]) 
 /// are taken mod 2^k. Cost: 2^k (table reversal, once) + idx.len()·2^k vectorised
 /// multiply-adds, parallel over lookups.
 pub fn onehot_dot<W: Word>(table: &[W], k: u32, idx: &[u32], u: &[W]) -> Vec<W> {
+    onehot_dot_with(Simd::active(), table, k, idx, u)
+}
+
+/// [`onehot_dot`] on a given SIMD level.
+pub fn onehot_dot_with<W: Word>(simd: Simd, table: &[W], k: u32, idx: &[u32], u: &[W]) -> Vec<W> {
     assert_eq!(table.len(), 1usize << k, "onehot_dot: table.len() != 2^k");
     assert_eq!(
         u.len(),
         idx.len() << k,
         "onehot_dot: u.len() != idx.len()·2^k"
     );
-    let rev = reverse_table2(table, 0, k);
+    let rev2 = reverse_table2_doubled(table, 0, k);
     let size = 1usize << k;
     let mut out = vec![W::ZERO; idx.len()];
+    let one = |x: u32, ur: &[W]| rotated_dot2_doubled_with(simd, &rev2, 0, k, 0, x, 0, ur);
     if idx.len() * size >= 1 << 16 && idx.len() > 1 {
         out.par_iter_mut()
             .zip(idx.par_iter().zip(u.par_chunks(size)))
-            .for_each(|(o, (&x, ur))| *o = rotated_dot2(&rev, 0, k, 0, x, 0, ur));
+            .with_min_len(64)
+            .for_each(|(o, (&x, ur))| *o = one(x, ur));
     } else {
         for ((o, &x), ur) in out.iter_mut().zip(idx).zip(u.chunks(size)) {
-            *o = rotated_dot2(&rev, 0, k, 0, x, 0, ur);
+            *o = one(x, ur);
+        }
+    }
+    out
+}
+
+/// The scalar reference of [`onehot_dot`]: the defining sum, term by term.
+pub fn onehot_dot_scalar<W: Word>(table: &[W], k: u32, idx: &[u32], u: &[W]) -> Vec<W> {
+    assert_eq!(table.len(), 1usize << k, "onehot_dot: table.len() != 2^k");
+    assert_eq!(
+        u.len(),
+        idx.len() << k,
+        "onehot_dot: u.len() != idx.len()·2^k"
+    );
+    let size = 1usize << k;
+    let mut out = Vec::with_capacity(idx.len());
+    for (i, &x) in idx.iter().enumerate() {
+        let mut s = W::ZERO;
+        for j in 0..size {
+            let t = table[(x as usize).wrapping_sub(j) & (size - 1)];
+            s = s.wadd(t.wmul(u[i * size + j]));
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// One rotated copy of `table` per rho: `out[i·2^k + j] = table[(j − rhos[i]) mod 2^k]`
+/// (the dealer's rotated tables; rhos taken mod 2^k).
+///
+/// Preconditions (asserted): `table.len() == 2^k`. Cost: rhos.len()·2^k words written
+/// (two memcpys each), parallel over tables.
+pub fn rotate_tables<W: Word>(table: &[W], k: u32, rhos: &[u32]) -> Vec<W> {
+    let size = 1usize << k;
+    assert_eq!(table.len(), size, "rotate_tables: table.len() != 2^k");
+    let mut out = vec![W::ZERO; rhos.len() * size];
+    let one = |(o, &r): (&mut [W], &u32)| rotate_row(table, r as usize & (size - 1), o);
+    if out.len() >= 1 << 16 {
+        out.par_chunks_mut(size)
+            .zip(rhos.par_iter())
+            .with_min_len((1 << 12) / size + 1)
+            .for_each(one);
+    } else {
+        out.chunks_mut(size).zip(rhos).for_each(one);
+    }
+    out
+}
+
+/// The scalar reference of [`rotate_tables`] (word by word).
+pub fn rotate_tables_scalar<W: Word>(table: &[W], k: u32, rhos: &[u32]) -> Vec<W> {
+    let size = 1usize << k;
+    assert_eq!(table.len(), size, "rotate_tables: table.len() != 2^k");
+    let mut out = Vec::with_capacity(rhos.len() * size);
+    for &r in rhos {
+        for j in 0..size {
+            out.push(table[j.wrapping_sub(r as usize) & (size - 1)]);
+        }
+    }
+    out
+}
+
+/// One 2-D rotated copy per pair (as [`rotate_table2`] with `rx[i]`, `ry[i]`), all
+/// concatenated (`rx.len()·2^(kx+ky)` words).
+///
+/// Preconditions (asserted): `rx.len() == ry.len()`, `table.len() == 2^(kx+ky)`.
+/// Cost: the words written, parallel over tables.
+pub fn rotate_tables2<W: Word>(table: &[W], kx: u32, ky: u32, rx: &[u32], ry: &[u32]) -> Vec<W> {
+    assert_eq!(
+        rx.len(),
+        ry.len(),
+        "rotate_tables2: rx and ry lengths differ"
+    );
+    let size = 1usize << (kx + ky);
+    assert_eq!(
+        table.len(),
+        size,
+        "rotate_tables2: table.len() != 2^(kx+ky)"
+    );
+    let mut out = vec![W::ZERO; rx.len() * size];
+    let one = |(o, (&a, &b)): (&mut [W], (&u32, &u32))| rotate_table2(table, kx, ky, a, b, o);
+    if out.len() >= 1 << 16 {
+        out.par_chunks_mut(size)
+            .zip(rx.par_iter().zip(ry.par_iter()))
+            .with_min_len((1 << 12) / size + 1)
+            .for_each(one);
+    } else {
+        out.chunks_mut(size).zip(rx.iter().zip(ry)).for_each(one);
+    }
+    out
+}
+
+/// The scalar reference of [`rotate_tables2`] (word by word).
+pub fn rotate_tables2_scalar<W: Word>(
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    rx: &[u32],
+    ry: &[u32],
+) -> Vec<W> {
+    assert_eq!(
+        rx.len(),
+        ry.len(),
+        "rotate_tables2: rx and ry lengths differ"
+    );
+    let (nx, ny) = (1usize << kx, 1usize << ky);
+    assert_eq!(
+        table.len(),
+        nx * ny,
+        "rotate_tables2: table.len() != 2^(kx+ky)"
+    );
+    let mut out = Vec::with_capacity(rx.len() * nx * ny);
+    for (&a, &b) in rx.iter().zip(ry) {
+        for i in 0..nx {
+            for j in 0..ny {
+                let si = i.wrapping_sub(a as usize) & (nx - 1);
+                let sj = j.wrapping_sub(b as usize) & (ny - 1);
+                out.push(table[si * ny + sj]);
+            }
         }
     }
     out
@@ -193,12 +407,29 @@ pub(crate) fn rotated_dot2_doubled<W: Word>(
     j0: usize,
     vals: &[W],
 ) -> W {
+    rotated_dot2_doubled_with(Simd::active(), rev2, kx, ky, x, y, j0, vals)
+}
+
+/// [`rotated_dot2_doubled`] on a given SIMD level.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rotated_dot2_doubled_with<W: Word>(
+    simd: Simd,
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU supports AVX-512F/BW/DQ (checked just above).
+    if simd == Simd::Avx512 {
+        simd.check();
+        // SAFETY: the CPU supports AVX-512F/BW/DQ (`check` panics otherwise).
         return unsafe { rotated_dot2_doubled_avx512(rev2, kx, ky, x, y, j0, vals) };
     }
-    rotated_dot2_doubled_simd(rev2, kx, ky, x, y, j0, vals)
+    rotated_dot2_doubled_simd(simd, rev2, kx, ky, x, y, j0, vals)
 }
 
 simd_dispatch! {
@@ -284,6 +515,7 @@ simd_dispatch! {
     /// `j0 + i = a·2^ky + b`: a segment of a (2-D) rotated one-hot dot product, with `rev`
     /// from [`reverse_table2`]. Cost: vals.len() multiply-adds in contiguous runs (one
     /// split per table row at b = y).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn rotated_dot2<W: Word>(
         rev: &[W],
         kx: u32,
@@ -338,21 +570,86 @@ fn rotated_dot2_body<W: Word>(
 mod avx512 {
     use crate::word::Word;
     use core::arch::x86_64::*;
-    use std::sync::atomic::{AtomicU8, Ordering};
 
-    /// Whether the CPU has AVX-512F, BW and DQ (detected once).
-    #[inline]
-    pub(super) fn available() -> bool {
-        static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
-        match STATE.load(Ordering::Relaxed) {
-            0 => {
-                let yes = std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512dq");
-                STATE.store(1 + yes as u8, Ordering::Relaxed);
-                yes
+    /// Lookups ahead whose cache lines are prefetched in [`gather`].
+    const PF: usize = 32;
+
+    /// `out[t] = tables[((base + t) << k) + idx[t]]` for the lookups of one chunk
+    /// (`n` lookups in all: the u16 path never gathers the very last word of `tables`
+    /// with a 4-byte read).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/DQ available; `idx[t] < 2^k <= 2^24`, `tables.len() == n << k`,
+    /// `base + out.len() <= n`, `idx.len() == out.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+    pub(super) unsafe fn gather<W: Word>(
+        tables: &[W],
+        k: u32,
+        idx: &[u32],
+        base: usize,
+        n: usize,
+        out: &mut [W],
+    ) {
+        let len = out.len();
+        let tp = tables.as_ptr();
+        let op = out.as_mut_ptr();
+        let ip = idx.as_ptr();
+        // Lane offsets (t << k) within a group of lookups starting at `base + t0`.
+        let lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        let lane_k = _mm512_sllv_epi32(lane, _mm512_set1_epi32(k as i32));
+        let prefetch = |t: usize| {
+            if t < len {
+                let p = tp.wrapping_add(((base + t) << k) + *ip.add(t) as usize);
+                _mm_prefetch::<_MM_HINT_T0>(p.cast());
             }
-            s => s == 2,
+        };
+        for t in 0..PF.min(len) {
+            prefetch(t);
+        }
+        let mut t = 0;
+        match W::BITS {
+            32 => {
+                while t + 16 <= len {
+                    for u in 0..16 {
+                        prefetch(t + PF + u);
+                    }
+                    let iv = _mm512_loadu_si512(ip.add(t).cast());
+                    let off = _mm512_add_epi32(lane_k, iv);
+                    let g = _mm512_i32gather_epi32::<4>(off, tp.add((base + t) << k).cast());
+                    _mm512_storeu_si512(op.add(t).cast(), g);
+                    t += 16;
+                }
+            }
+            16 => {
+                // 4-byte reads at 2-byte offsets: safe unless the word read is the last
+                // one of `tables` (only the final lookup's table can hold it).
+                while t + 16 <= len && base + t + 16 < n {
+                    for u in 0..16 {
+                        prefetch(t + PF + u);
+                    }
+                    let iv = _mm512_loadu_si512(ip.add(t).cast());
+                    let off = _mm512_add_epi32(lane_k, iv);
+                    let g = _mm512_i32gather_epi32::<2>(off, tp.add((base + t) << k).cast());
+                    _mm256_storeu_si256(op.add(t).cast(), _mm512_cvtepi32_epi16(g));
+                    t += 16;
+                }
+            }
+            _ => {
+                while t + 8 <= len {
+                    for u in 0..8 {
+                        prefetch(t + PF + u);
+                    }
+                    let iv = _mm256_loadu_si256(ip.add(t).cast());
+                    let off = _mm256_add_epi32(_mm512_castsi512_si256(lane_k), iv);
+                    let g = _mm512_i32gather_epi64::<8>(off, tp.add((base + t) << k).cast());
+                    _mm512_storeu_si512(op.add(t).cast(), g);
+                    t += 8;
+                }
+            }
+        }
+        while t < len {
+            *op.add(t) = *tp.add(((base + t) << k) + *ip.add(t) as usize);
+            t += 1;
         }
     }
 
@@ -533,7 +830,7 @@ mod tests {
                 let j0 = rng.gen_range(0..nx * ny);
                 let j1 = rng.gen_range(j0..=nx * ny);
                 let want = (j0..j1).fold(W::ZERO, |s, j| s.wadd(term(j)));
-                let got = rotated_dot2(&rev, kx, ky, x, y, j0, &u[j0..j1]);
+                let got = rotated_dot2(Simd::active(), &rev, kx, ky, x, y, j0, &u[j0..j1]);
                 assert_eq!(got, want, "kx={kx} ky={ky} [{j0},{j1})");
                 let rev2 = reverse_table2_doubled(&table, kx, ky);
                 let got2 = rotated_dot2_doubled(&rev2, kx, ky, x, y, j0, &u[j0..j1]);

@@ -1,14 +1,24 @@
 //! Ring matrix products C = A·B mod 2^BITS (row-major), and a blocked transpose.
 //!
-//! Layout follows the GotoBLAS scheme, because it is what lets plain Rust reach vector
-//! throughput: B is packed into KC×NR column panels and A into MR×KC row panels, so the
-//! micro-kernel streams two contiguous buffers and keeps an MR×NR accumulator tile in
-//! registers (MR = 4 rows; NR = 32 u16, 16 u32 or 4 u64 columns: 64-bit products have no
-//! AVX2 instruction, and a narrower tile leaves registers for their emulation). Wrapping
-//! arithmetic is associative, so any summation order gives the exact ring result.
+//! Layout follows the GotoBLAS scheme: B is packed into KC×NR column panels and A into
+//! MR×KC row panels, so the micro-kernel streams two contiguous buffers and keeps an MR×NR
+//! accumulator tile in registers. Three micro-kernels, chosen by [`Simd`]:
+//!
+//! - **AVX-512** (explicit intrinsics): MR = 8 rows × NR = two 512-bit vectors (64 u16,
+//!   32 u32 or 16 u64 columns), 16 accumulator registers; per k step two vector loads of
+//!   B, eight broadcasts of A and 16 `vpmullw/vpmulld/vpmullq` + `vpadd`. On Zen 4 the
+//!   multiplier (one 512-bit `vpmulld` per cycle) is the limit.
+//! - **AVX2 / portable**: the same source compiled with or without AVX2, MR = 4 and
+//!   NR = 32 u16, 16 u32 or 4 u64 columns (64-bit products have no AVX2 instruction, and
+//!   a narrower tile leaves registers for their emulation); LLVM's SLP vectoriser turns
+//!   the unrolled tile into vector multiply-adds.
+//! - **Scalar reference** ([`matmul_scalar`]): the textbook triple loop, the test oracle.
+//!
+//! Wrapping arithmetic is associative, so any summation order gives the exact ring result.
 //! Row blocks of C are distributed over rayon threads; small products run sequentially
 //! on a simple row-axpy loop.
 
+use crate::backend::Simd;
 use crate::word::Word;
 use rayon::prelude::*;
 
@@ -47,7 +57,33 @@ pub fn matmul_into<W: Word>(
     n: usize,
     accumulate: bool,
 ) {
-    gemm(a, b, c, m, k, n, accumulate, true);
+    gemm(Simd::active(), a, b, c, m, k, n, accumulate, true);
+}
+
+/// [`matmul`] on a given SIMD level (tests and benchmarks force each level the CPU
+/// supports; panics on a level it does not).
+pub fn matmul_with<W: Word>(simd: Simd, a: &[W], b: &[W], m: usize, k: usize, n: usize) -> Vec<W> {
+    let mut c = vec![W::ZERO; m * n];
+    gemm(simd, a, b, &mut c, m, k, n, false, true);
+    c
+}
+
+/// The scalar reference: `C[i][j] = Σ_t A[i][t]·B[t][j]` by the textbook triple loop (one
+/// thread, no blocking). The oracle of the tests and the `Scalar` backend.
+pub fn matmul_scalar<W: Word>(a: &[W], b: &[W], m: usize, k: usize, n: usize) -> Vec<W> {
+    assert_eq!(a.len(), m * k, "matmul: a has the wrong length");
+    assert_eq!(b.len(), k * n, "matmul: b has the wrong length");
+    let mut c = vec![W::ZERO; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = W::ZERO;
+            for t in 0..k {
+                s = s.wadd(a[i * k + t].wmul(b[t * n + j]));
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
 }
 
 /// A batch of independent products: for each t < batch, C_t = A_t·B_t with A_t the
@@ -74,22 +110,24 @@ pub fn matmul_batched<W: Word>(
         batch * k * n,
         "matmul_batched: b has the wrong length"
     );
+    let simd = Simd::active();
     let mut c = vec![W::ZERO; batch * m * n];
     if m * n == 0 {
         return c;
     }
     let work = m * k * n;
-    if batch > 1 && work < PAR_MIN * 4 && batch * work >= PAR_MIN {
+    let threads = rayon::current_num_threads();
+    if batch > 1 && (work < PAR_MIN * 4 || batch >= 2 * threads) && batch * work >= PAR_MIN {
         c.par_chunks_mut(m * n).enumerate().for_each(|(t, ct)| {
             let at = &a[t * m * k..(t + 1) * m * k];
             let bt = &b[t * k * n..(t + 1) * k * n];
-            gemm(at, bt, ct, m, k, n, false, false);
+            gemm(simd, at, bt, ct, m, k, n, false, false);
         });
     } else {
         for (t, ct) in c.chunks_mut(m * n).enumerate() {
             let at = &a[t * m * k..(t + 1) * m * k];
             let bt = &b[t * k * n..(t + 1) * k * n];
-            gemm(at, bt, ct, m, k, n, false, true);
+            gemm(simd, at, bt, ct, m, k, n, false, true);
         }
     }
     c
@@ -125,6 +163,7 @@ pub fn transpose<W: Copy>(a: &[W], rows: usize, cols: usize) -> Vec<W> {
 /// Shared driver: validates, zeroes when not accumulating, picks the path.
 #[allow(clippy::too_many_arguments)]
 fn gemm<W: Word>(
+    simd: Simd,
     a: &[W],
     b: &[W],
     c: &mut [W],
@@ -148,16 +187,65 @@ fn gemm<W: Word>(
         small_gemm(a, b, c, k, n);
         return;
     }
-    let nr = nr_of::<W>();
+    let (mr, nr) = geometry::<W>(simd);
     let nc = ((NC_BYTES / std::mem::size_of::<W>() / KC) / nr).max(1) * nr;
     let parallel = parallel && work >= PAR_MIN && rayon::current_num_threads() > 1;
     let mc = if parallel {
-        let per = m.div_ceil(2 * rayon::current_num_threads());
-        per.div_ceil(MR) * MR
+        // One row block per thread: every thread streams the packed B once.
+        let per = m.div_ceil(rayon::current_num_threads());
+        per.div_ceil(mr) * mr
     } else {
         MC
     }
-    .clamp(MR, MC);
+    .clamp(mr, MC);
+    if parallel {
+        // B packed once, all blocks, in parallel; then one parallel pass over row blocks
+        // of C, each running every (column block, depth block) of its rows: one fork-join
+        // per product instead of one per packed block.
+        let blocks: Vec<(usize, usize)> = (0..n)
+            .step_by(nc)
+            .flat_map(|jc| (0..k).step_by(KC).map(move |pc| (jc, pc)))
+            .collect();
+        let sizes: Vec<usize> = blocks
+            .iter()
+            .map(|&(jc, pc)| nc.min(n - jc).div_ceil(nr) * nr * KC.min(k - pc))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        // The packed B lives in a per-thread buffer kept across calls (fresh pages cost
+        // more than the product on some machines); a nested use gets a fresh one.
+        thread_local! {
+            static BPACK: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let blocks_words = (total * std::mem::size_of::<W>()).div_ceil(16);
+        BPACK.with(|cell| {
+            let mut fresh = Vec::new();
+            let mut guard = cell.try_borrow_mut();
+            let store: &mut Vec<u128> = match guard.as_mut() {
+                Ok(v) => v,
+                Err(_) => &mut fresh,
+            };
+            if store.len() < blocks_words {
+                store.resize(blocks_words, 0);
+            }
+            let all: &mut [W] = &mut bytemuck::cast_slice_mut::<u128, W>(&mut store[..])[..total];
+            let mut parts: Vec<&mut [W]> = Vec::with_capacity(blocks.len());
+            let mut rest = all;
+            for &sz in &sizes {
+                let (head, tail) = rest.split_at_mut(sz);
+                parts.push(head);
+                rest = tail;
+            }
+            parts
+                .par_iter_mut()
+                .zip(blocks.par_iter())
+                .for_each(|(dst, &(jc, pc))| {
+                    pack_b_into(b, n, pc, KC.min(k - pc), jc, nc.min(n - jc), nr, dst)
+                });
+            let packed: Vec<&[W]> = parts.into_iter().map(|p| &*p).collect();
+            run_row_blocks(simd, a, c, k, n, mc, mr, &blocks, &packed, nc);
+        });
+        return;
+    }
     let mut bpack: Vec<W> = Vec::new();
     for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
@@ -168,8 +256,8 @@ fn gemm<W: Word>(
             let task = |apack: &mut Vec<W>, (blk, cblk): (usize, &mut [W])| {
                 let ic = blk * mc;
                 let mcb = cblk.len() / n;
-                pack_a(a, k, ic, mcb, pc, kc, apack);
-                block_kernel::<W>(apack, bp, cblk, n, jc, ncb, kc, mcb);
+                pack_a(a, k, ic, mcb, pc, kc, mr, apack);
+                block_kernel::<W>(simd, apack, bp, cblk, n, jc, ncb, kc, mcb);
             };
             if parallel {
                 c.par_chunks_mut(mc * n)
@@ -185,10 +273,49 @@ fn gemm<W: Word>(
     }
 }
 
-/// Rows per micro-tile.
-const MR: usize = 4;
+/// The parallel pass of [`gemm`]: row blocks of C (`mc` rows) in parallel, each running
+/// every packed (column block, depth block) of B (`blocks[i]` = (jc, pc), packed in
+/// `packed[i]`).
+#[allow(clippy::too_many_arguments)]
+fn run_row_blocks<W: Word>(
+    simd: Simd,
+    a: &[W],
+    c: &mut [W],
+    k: usize,
+    n: usize,
+    mc: usize,
+    mr: usize,
+    blocks: &[(usize, usize)],
+    packed: &[&[W]],
+    nc: usize,
+) {
+    c.par_chunks_mut(mc * n)
+        .enumerate()
+        .for_each_init(Vec::new, |apack, (blk, cblk)| {
+            let ic = blk * mc;
+            let mcb = cblk.len() / n;
+            for (&(jc, pc), bp) in blocks.iter().zip(packed) {
+                let (kc, ncb) = (KC.min(k - pc), nc.min(n - jc));
+                pack_a(a, k, ic, mcb, pc, kc, mr, apack);
+                block_kernel::<W>(simd, apack, bp, cblk, n, jc, ncb, kc, mcb);
+            }
+        });
+}
 
-/// Columns per micro-tile (see the module docs).
+/// Rows per micro-tile of the AVX2 / portable kernels.
+const MR: usize = 4;
+/// Rows per micro-tile of the AVX-512 kernels.
+const MR512: usize = 8;
+
+/// (rows, columns) of the micro-tile of a SIMD level (see the module docs).
+fn geometry<W: Word>(simd: Simd) -> (usize, usize) {
+    if simd == Simd::Avx512 && cfg!(target_arch = "x86_64") {
+        return (MR512, 2 * 512 / W::BITS as usize);
+    }
+    (MR, nr_of::<W>())
+}
+
+/// Columns per micro-tile of the AVX2 / portable kernels (see the module docs).
 fn nr_of<W: Word>() -> usize {
     match W::BITS {
         16 => 32,
@@ -235,8 +362,33 @@ fn pack_b<W: Word>(
     }
 }
 
-/// Packs A[ic..ic+mcb, pc..pc+kc] into panels of MR rows: panel q holds `kc` groups of
-/// MR words (column kk of the MR rows), zero-padded past row mcb.
+/// [`pack_b`] into a slice of exactly `ceil(ncb / nr)·kc·nr` words.
+#[allow(clippy::too_many_arguments)]
+fn pack_b_into<W: Word>(
+    b: &[W],
+    n: usize,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    ncb: usize,
+    nr: usize,
+    out: &mut [W],
+) {
+    debug_assert_eq!(out.len(), ncb.div_ceil(nr) * kc * nr);
+    for (p, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+        let j0 = jc + p * nr;
+        let w = nr.min(jc + ncb - j0);
+        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            let src = &b[(pc + kk) * n + j0..][..w];
+            dst[..w].copy_from_slice(src);
+            dst[w..].fill(W::ZERO);
+        }
+    }
+}
+
+/// Packs A[ic..ic+mcb, pc..pc+kc] into panels of `mr` rows: panel q holds `kc` groups
+/// of `mr` words (column kk of the `mr` rows), zero-padded past row mcb.
+#[allow(clippy::too_many_arguments)]
 fn pack_a<W: Word>(
     a: &[W],
     k: usize,
@@ -244,27 +396,52 @@ fn pack_a<W: Word>(
     mcb: usize,
     pc: usize,
     kc: usize,
+    mr: usize,
     out: &mut Vec<W>,
 ) {
-    let panels = mcb.div_ceil(MR);
+    let panels = mcb.div_ceil(mr);
     out.clear();
-    out.resize(panels * kc * MR, W::ZERO);
-    for (q, panel) in out.chunks_exact_mut(kc * MR).enumerate() {
-        let r0 = q * MR;
-        let h = MR.min(mcb - r0);
+    out.resize(panels * kc * mr, W::ZERO);
+    for (q, panel) in out.chunks_exact_mut(kc * mr).enumerate() {
+        let r0 = q * mr;
+        let h = mr.min(mcb - r0);
         for r in 0..h {
             let src = &a[(ic + r0 + r) * k + pc..][..kc];
             for (kk, &v) in src.iter().enumerate() {
-                panel[kk * MR + r] = v;
+                panel[kk * mr + r] = v;
             }
         }
     }
 }
 
+/// Runs every micro-tile of one row block against one packed B block, on the kernel of
+/// `simd` (packing as [`geometry`] says).
+#[allow(clippy::too_many_arguments)]
+fn block_kernel<W: Word>(
+    simd: Simd,
+    ap: &[W],
+    bp: &[W],
+    cblk: &mut [W],
+    n: usize,
+    jc: usize,
+    ncb: usize,
+    kc: usize,
+    mcb: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx512 {
+        simd.check();
+        // SAFETY: the CPU supports AVX-512F/BW/DQ (`check` panics otherwise); the panels
+        // were packed with this level's geometry.
+        unsafe { avx512::tiles::<W>(ap, bp, cblk, n, jc, ncb, kc, mcb) };
+        return;
+    }
+    block_kernel_simd::<W>(simd, ap, bp, cblk, n, jc, ncb, kc, mcb)
+}
+
 simd_dispatch! {
-    /// Runs every micro-tile of one row block against one packed B block.
-    #[allow(clippy::too_many_arguments)]
-    fn block_kernel<W: Word>(
+    /// [`block_kernel`] of the AVX2 / portable levels.
+    fn block_kernel_simd<W: Word>(
         ap: &[W],
         bp: &[W],
         cblk: &mut [W],
@@ -353,6 +530,160 @@ fn micro<W: Word, const NR: usize>(apanel: &[W], bpanel: &[W]) -> [[W; NR]; MR] 
         }
     }
     t
+}
+
+/// The AVX-512 micro-kernels: MR512 × (2 vectors) tiles, explicit intrinsics.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::MR512;
+    use crate::word::Word;
+    use core::arch::x86_64::*;
+
+    macro_rules! tile_kernel {
+        ($name:ident, $t:ty, $lanes:expr, $set1:ident, $as:ty, $mul:ident, $add:ident) => {
+            /// Every micro-tile of a row block against a packed B block (see
+            /// `super::tiles`), for one word type.
+            ///
+            /// # Safety
+            /// AVX-512F/BW/DQ must be available; panels packed with MR512 rows and
+            /// 2·lanes columns.
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $name(
+                ap: &[$t],
+                bp: &[$t],
+                cblk: &mut [$t],
+                n: usize,
+                jc: usize,
+                ncb: usize,
+                kc: usize,
+                mcb: usize,
+            ) {
+                const NR: usize = 2 * $lanes;
+                for (p, bpanel) in bp.chunks_exact(kc * NR).enumerate() {
+                    let j0 = jc + p * NR;
+                    let w = NR.min(jc + ncb - j0);
+                    for (q, apanel) in ap.chunks_exact(kc * MR512).enumerate() {
+                        let r0 = q * MR512;
+                        let h = MR512.min(mcb - r0);
+                        let mut acc = [_mm512_setzero_si512(); 2 * MR512];
+                        let (pa, pb) = (apanel.as_ptr(), bpanel.as_ptr());
+                        for kk in 0..kc {
+                            let b0 = _mm512_loadu_si512(pb.add(kk * NR).cast());
+                            let b1 = _mm512_loadu_si512(pb.add(kk * NR + $lanes).cast());
+                            for i in 0..MR512 {
+                                let av = $set1(*pa.add(kk * MR512 + i) as $as);
+                                acc[2 * i] = $add(acc[2 * i], $mul(av, b0));
+                                acc[2 * i + 1] = $add(acc[2 * i + 1], $mul(av, b1));
+                            }
+                        }
+                        if h == MR512 && w == NR {
+                            for (i, pair) in acc.chunks_exact(2).enumerate() {
+                                let c = cblk.as_mut_ptr().add((r0 + i) * n + j0);
+                                let c0 = _mm512_loadu_si512(c.cast());
+                                let c1 = _mm512_loadu_si512(c.add($lanes).cast());
+                                _mm512_storeu_si512(c.cast(), $add(c0, pair[0]));
+                                _mm512_storeu_si512(c.add($lanes).cast(), $add(c1, pair[1]));
+                            }
+                        } else {
+                            let mut t = [[0 as $t; NR]; MR512];
+                            for (i, row) in t.iter_mut().enumerate() {
+                                _mm512_storeu_si512(row.as_mut_ptr().cast(), acc[2 * i]);
+                                _mm512_storeu_si512(
+                                    row.as_mut_ptr().add($lanes).cast(),
+                                    acc[2 * i + 1],
+                                );
+                            }
+                            for (i, trow) in t.iter().enumerate().take(h) {
+                                let crow = &mut cblk[(r0 + i) * n + j0..][..w];
+                                for (cv, &tv) in crow.iter_mut().zip(trow) {
+                                    *cv = cv.wrapping_add(tv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        tiles16,
+        u16,
+        32,
+        _mm512_set1_epi16,
+        i16,
+        _mm512_mullo_epi16,
+        _mm512_add_epi16
+    );
+    tile_kernel!(
+        tiles32,
+        u32,
+        16,
+        _mm512_set1_epi32,
+        i32,
+        _mm512_mullo_epi32,
+        _mm512_add_epi32
+    );
+    tile_kernel!(
+        tiles64,
+        u64,
+        8,
+        _mm512_set1_epi64,
+        i64,
+        _mm512_mullo_epi64,
+        _mm512_add_epi64
+    );
+
+    /// Dispatch on the word width (the slices are reinterpreted, same bits).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/DQ must be available; panels packed with this level's geometry.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tiles<W: Word>(
+        ap: &[W],
+        bp: &[W],
+        cblk: &mut [W],
+        n: usize,
+        jc: usize,
+        ncb: usize,
+        kc: usize,
+        mcb: usize,
+    ) {
+        use bytemuck::{cast_slice, cast_slice_mut};
+        match W::BITS {
+            16 => tiles16(
+                cast_slice(ap),
+                cast_slice(bp),
+                cast_slice_mut(cblk),
+                n,
+                jc,
+                ncb,
+                kc,
+                mcb,
+            ),
+            32 => tiles32(
+                cast_slice(ap),
+                cast_slice(bp),
+                cast_slice_mut(cblk),
+                n,
+                jc,
+                ncb,
+                kc,
+                mcb,
+            ),
+            _ => tiles64(
+                cast_slice(ap),
+                cast_slice(bp),
+                cast_slice_mut(cblk),
+                n,
+                jc,
+                ncb,
+                kc,
+                mcb,
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

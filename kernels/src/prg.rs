@@ -45,7 +45,7 @@ const BATCH: usize = 64;
 /// How the fixed-key AES of the DPF is computed. All backends give the same bits; they
 /// are ordered by speed, and a backend is only used if the CPU supports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Backend {
+pub enum AesImpl {
     /// The `aes` crate (itself AES-NI when available), any target.
     Portable,
     /// AES-NI intrinsics, 8 blocks in flight (x86_64 with AES-NI).
@@ -54,9 +54,9 @@ pub enum Backend {
     Vaes512,
 }
 
-impl Backend {
+impl AesImpl {
     /// The fastest backend this CPU supports.
-    fn detect() -> Backend {
+    fn detect() -> AesImpl {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("sse2") {
@@ -65,12 +65,12 @@ impl Backend {
                     && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512dq")
                 {
-                    return Backend::Vaes512;
+                    return AesImpl::Vaes512;
                 }
-                return Backend::AesNi;
+                return AesImpl::AesNi;
             }
         }
-        Backend::Portable
+        AesImpl::Portable
     }
 }
 
@@ -81,9 +81,9 @@ pub struct Prg {
     /// zero when the CPU has no AES-NI, in which case only `Portable` is ever used).
     rk: [[u128; 11]; 3],
     /// The fastest backend the CPU supports.
-    hw: Backend,
+    hw: AesImpl,
     /// The backend used by default: `hw`, or lower if `KERNELS_AES` asks for it.
-    best: Backend,
+    best: AesImpl,
 }
 
 impl Prg {
@@ -96,16 +96,16 @@ impl Prg {
     pub fn fixed() -> &'static Prg {
         static PRG: OnceLock<Prg> = OnceLock::new();
         PRG.get_or_init(|| {
-            let hw = Backend::detect();
+            let hw = AesImpl::detect();
             let cap = match std::env::var("KERNELS_AES").as_deref() {
-                Ok("portable") => Backend::Portable,
-                Ok("aesni") => Backend::AesNi,
-                _ => Backend::Vaes512,
+                Ok("portable") => AesImpl::Portable,
+                Ok("aesni") => AesImpl::AesNi,
+                _ => AesImpl::Vaes512,
             };
             #[allow(unused_mut)]
             let mut rk = [[0u128; 11]; 3];
             #[cfg(target_arch = "x86_64")]
-            if hw >= Backend::AesNi {
+            if hw >= AesImpl::AesNi {
                 for (r, &key) in rk.iter_mut().zip(&FIXED_KEYS) {
                     // SAFETY: the CPU supports AES-NI (detected above).
                     *r = unsafe { crate::fastaes::expand_key(key) };
@@ -122,14 +122,14 @@ impl Prg {
 
     /// The default backend (see [`Prg::fixed`]).
     #[inline]
-    pub fn backend(&self) -> Backend {
+    pub fn backend(&self) -> AesImpl {
         self.best
     }
 
     /// Every backend this CPU supports, slowest first (for tests and benchmarks).
     #[allow(dead_code)]
-    pub(crate) fn backends(&self) -> Vec<Backend> {
-        [Backend::Portable, Backend::AesNi, Backend::Vaes512]
+    pub(crate) fn backends(&self) -> Vec<AesImpl> {
+        [AesImpl::Portable, AesImpl::AesNi, AesImpl::Vaes512]
             .into_iter()
             .filter(|&b| b <= self.hw)
             .collect()
@@ -138,7 +138,7 @@ impl Prg {
     /// Panics unless the CPU supports `be` (so the intrinsics paths are only reached on
     /// CPUs that have the instructions).
     #[inline]
-    fn check(&self, be: Backend) {
+    fn check(&self, be: AesImpl) {
         assert!(be <= self.hw, "prg: AES backend {be:?} not supported here");
     }
 
@@ -151,16 +151,16 @@ impl Prg {
     }
 
     /// [`Prg::encrypt`] with a given backend (panics if the CPU does not support it).
-    pub(crate) fn encrypt_with(&self, be: Backend, which: usize, blocks: &mut [u128]) {
+    pub(crate) fn encrypt_with(&self, be: AesImpl, which: usize, blocks: &mut [u128]) {
         self.check(be);
         let rk = &self.rk[which];
         match be {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified that the CPU supports VAES + AVX-512F (and AES-NI).
-            Backend::Vaes512 => unsafe { crate::fastaes::encrypt_vaes(rk, blocks) },
+            AesImpl::Vaes512 => unsafe { crate::fastaes::encrypt_vaes(rk, blocks) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified that the CPU supports AES-NI.
-            Backend::AesNi => unsafe { crate::fastaes::encrypt_ni(rk, blocks) },
+            AesImpl::AesNi => unsafe { crate::fastaes::encrypt_ni(rk, blocks) },
             _ => {
                 let _ = rk;
                 encrypt_in_place(&self.k[which], blocks)
@@ -176,7 +176,7 @@ impl Prg {
     /// backend.
     pub(crate) fn dpf_level(
         &self,
-        be: Backend,
+        be: AesImpl,
         nodes: &[u128],
         next: &mut [u128],
         cl: &[u128],
@@ -197,12 +197,12 @@ impl Prg {
         match be {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified the CPU features; lengths checked above.
-            Backend::Vaes512 => unsafe {
+            AesImpl::Vaes512 => unsafe {
                 crate::fastaes::level_vaes(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified the CPU features; lengths checked above.
-            Backend::AesNi => unsafe {
+            AesImpl::AesNi => unsafe {
                 crate::fastaes::level_ni(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
             },
             _ => {
@@ -235,8 +235,8 @@ impl Prg {
     /// Whether `Prg::dpf_leaves_dot` supports backend `be` and this shape: VAES only,
     /// at least 32 leaf blocks per key, rows of at least 512 bits.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) fn dpf_leaves_dot_ok<W: Word>(be: Backend, shift: u32, ky: u32) -> bool {
-        be == Backend::Vaes512 && shift >= 5 && (W::BITS << ky) >= 512
+    pub(crate) fn dpf_leaves_dot_ok<W: Word>(be: AesImpl, shift: u32, ky: u32) -> bool {
+        be == AesImpl::Vaes512 && shift >= 5 && (W::BITS << ky) >= 512
     }
 
     /// Fused DPF leaf conversion and rotated dot product (see `fastaes::leaves_dot_vaes`):
@@ -249,7 +249,7 @@ impl Prg {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dpf_leaves_dot<W: Word>(
         &self,
-        be: Backend,
+        be: AesImpl,
         nodes: &[u128],
         cw: &[u128],
         shift: u32,
@@ -293,7 +293,7 @@ impl Prg {
     /// mismatches or an unsupported backend.
     pub(crate) fn dpf_leaves<W: Word>(
         &self,
-        be: Backend,
+        be: AesImpl,
         nodes: &[u128],
         cw: &[u128],
         shift: u32,
@@ -317,12 +317,12 @@ impl Prg {
         match be {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified the CPU features; lengths checked above.
-            Backend::Vaes512 => unsafe {
+            AesImpl::Vaes512 => unsafe {
                 crate::fastaes::leaves_vaes(&self.rk[2], nodes, cw, shift, out)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified the CPU features; lengths checked above.
-            Backend::AesNi => unsafe {
+            AesImpl::AesNi => unsafe {
                 crate::fastaes::leaves_ni(&self.rk[2], nodes, cw, shift, out)
             },
             _ => {

@@ -74,10 +74,10 @@ impl QLinear {
             None => x,
         };
         let mut acc = match &self.w {
-            QWeights::Signs(p) => kernels::bitfc::fc(xs, n, p),
+            QWeights::Signs(p) => kernels::ops::fc(xs, n, p),
             QWeights::Int(w) => {
                 let wr: Vec<R> = ring::from_i64s(w);
-                kernels::matmul::matmul(xs, &wr, n, self.d_in, self.d_out)
+                kernels::ops::matmul(xs, &wr, n, self.d_in, self.d_out)
             }
         };
         let a: Vec<R> = ring::from_i64s(&self.out_scale);

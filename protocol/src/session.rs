@@ -37,6 +37,9 @@ pub struct PartyReport<T> {
 /// Run `prog` as this engine's role. The engine's links must be connected: P0 to P1 and D,
 /// P1 to P0 and D, D to P0 and P1.
 pub fn drive<P: Program>(e: &mut Engine, prog: &P) -> Result<PartyReport<P::Output>> {
+    // The kernels' pool and, when the backend may use it, the GPU adapter are set up
+    // before any timed phase.
+    kernels::backend::prepare();
     let t = Instant::now();
     e.start_phase(Phase::Register)?;
     e.exchange_seeds()?;
@@ -165,13 +168,22 @@ pub fn run_local<P: Program>(
         p1.spill_to(dir)?;
     }
     connect_local(cfg, &mut p0, &mut p1, &mut d)?;
+    // The kernels' pool sizes itself from the cores this process may use: build it before
+    // any thread is pinned (a pinned thread would make it see one core).
+    kernels::backend::prepare();
+    let pins = pin_plan();
     // Each engine moves into its thread, so a party that fails (or panics) drops its links
     // at once and its peers see a closed link instead of waiting forever.
     let (r0, r1, rd) = std::thread::scope(|s| {
-        let go = |mut e: Engine| drive(&mut e, prog);
-        let h0 = s.spawn(move || go(p0));
-        let h1 = s.spawn(move || go(p1));
-        let hd = s.spawn(move || go(d));
+        let go = |mut e: Engine, i: usize| {
+            if let Some(cores) = &pins {
+                core_affinity::set_for_current(cores[i % cores.len()]);
+            }
+            drive(&mut e, prog)
+        };
+        let h0 = s.spawn(move || go(p0, 0));
+        let h1 = s.spawn(move || go(p1, 1));
+        let hd = s.spawn(move || go(d, 2));
         let j = |h: std::thread::ScopedJoinHandle<'_, Result<PartyReport<P::Output>>>| {
             h.join()
                 .unwrap_or_else(|_| Err(ProtocolError::Internal("party thread panicked".into())))
@@ -195,6 +207,23 @@ pub fn run_local<P: Program>(
             Err(errs.find(|e| !closed(e)).unwrap_or(first))
         }
     }
+}
+
+/// The cores to pin the party threads of a local run to (P0, P1, dealer in turn), when
+/// `HARNESS_PIN=1` asks for it; `None` (no pinning) by default.
+///
+/// Pinning is opt-in because it does not pay here: the three party threads mostly wait
+/// on each other, the heavy work runs in the kernels' rayon pool (one worker per core),
+/// and on a 2-core machine P0, P1 and the dealer share the cores anyway; pinning P0 and P1
+/// to different cores only keeps the scheduler from moving a party next to the pool
+/// worker that does its work. Measured on the 2-core development machine: no gain (see
+/// docs/design.md).
+fn pin_plan() -> Option<Vec<core_affinity::CoreId>> {
+    let on = std::env::var("HARNESS_PIN").is_ok_and(|v| v == "1" || v == "true");
+    if !on {
+        return None;
+    }
+    core_affinity::get_core_ids().filter(|c| !c.is_empty())
 }
 
 fn connect_local(

@@ -136,7 +136,7 @@ impl Move {
                 let batch = t.data.len() / (a * b).max(1);
                 let mut out = Vec::with_capacity(t.data.len());
                 for bi in 0..batch {
-                    out.extend(kernels::matmul::transpose(
+                    out.extend(kernels::ops::transpose(
                         &t.data[bi * a * b..(bi + 1) * a * b],
                         a,
                         b,

@@ -56,7 +56,7 @@ impl Engine {
             (Role::Dealer, _) => {
                 let rz: Vec<R> = st.mask(nz);
                 let a_w = self.reg.get(name)?.a::<R>()?;
-                let t = kernels::matmul::matmul(need(&x.r, "r_X")?, a_w, rows, d_in, d_out);
+                let t = kernels::ops::matmul(need(&x.r, "r_X")?, a_w, rows, d_in, d_out);
                 st.deal(&t)?;
                 st.deal(&rz)?;
                 self.ship(st, false)?;
@@ -73,7 +73,7 @@ impl Engine {
                 let rz: Vec<R> = st.share(role, nz)?;
                 self.check_consumed(&st)?;
                 let e_w = self.reg.get(name)?.e::<R>()?;
-                let re = kernels::matmul::matmul(need(&x.r, "r_X share")?, e_w, rows, d_in, d_out);
+                let re = kernels::ops::matmul(need(&x.r, "r_X share")?, e_w, rows, d_in, d_out);
                 // this party's share of Z + r_Z minus X^ W: -(r_X,b E_W + t_b) + r_Z,b
                 let mine = vadd(&vneg(&vadd(&re, &t)), &rz);
                 if role == Role::P1 {

@@ -12,6 +12,10 @@ use crate::ring::{self, Ring};
 use kernels::dpf::{self, DpfKey};
 use rand_core::RngCore;
 
+/// Rotated tables dealt per batch (the dealer rotates a batch in parallel, then shares
+/// it; the batch bounds the extra memory).
+const ROT_CHUNK: usize = 4096;
+
 /// A public table over a k-bit window. Entry i holds f at index i read as a signed
 /// (`signed`) or unsigned k-bit number; `signed` only matters for the plaintext
 /// reference's out-of-window statistics.
@@ -227,15 +231,13 @@ impl Engine {
                 let rho = mask_index(z, w)?;
                 if dpf_mode {
                     let seed = dpf_seed(&mut st)?;
-                    let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
+                    let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
                     write_keys(&k0, &mut st.blob0);
                     write_keys(&k1, &mut st.blob1);
                 } else {
-                    let size = 1usize << w.k;
-                    let mut rot = vec![O::ZERO; size];
-                    for r in &rho {
-                        kernels::lut::rotate_table(&t.entries, w.k, *r, &mut rot);
-                        st.deal(&rot)?;
+                    // In chunks of tables: parallel rotation, bounded extra memory.
+                    for rc in rho.chunks(ROT_CHUNK) {
+                        st.deal(&kernels::ops::rotate_tables(&t.entries, w.k, rc))?;
                     }
                 }
                 self.ship(st, dpf_mode)?;
@@ -261,8 +263,10 @@ impl Engine {
                 let prep: LutPrep<O> = self.pop_prep("lut")?;
                 let idx = public_index(z, w)?;
                 let y = match &prep {
-                    LutPrep::Rotated(tabs) => kernels::lut::gather(tabs, w.k, &idx),
-                    LutPrep::Dpf(keys) => dpf::eval_dot_batch(&keys.0, &t.entries, &idx),
+                    LutPrep::Rotated(tabs) => kernels::ops::gather(tabs, w.k, &idx),
+                    LutPrep::Dpf(keys) => {
+                        kernels::ops::dpf_eval_dot_batch(&keys.0, &t.entries, &idx)
+                    }
                 };
                 self.retire(prep);
                 Some(y)
@@ -310,14 +314,14 @@ impl Engine {
                     let alpha: Vec<u32> =
                         rx.iter().zip(&ry).map(|(a, b)| (a << wy.k) | b).collect();
                     let seed = dpf_seed(&mut st)?;
-                    let (k0, k1) = dpf::gen_batch::<O>(k, &alpha, O::ONE, seed);
+                    let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(k, &alpha, O::ONE, seed);
                     write_keys(&k0, &mut st.blob0);
                     write_keys(&k1, &mut st.blob1);
                 } else {
-                    let mut rot = vec![O::ZERO; 1 << k];
-                    for (a, b) in rx.iter().zip(&ry) {
-                        kernels::lut::rotate_table2(&t.entries, wx.k, wy.k, *a, *b, &mut rot);
-                        st.deal(&rot)?;
+                    for (cx, cy) in rx.chunks(ROT_CHUNK).zip(ry.chunks(ROT_CHUNK)) {
+                        st.deal(&kernels::ops::rotate_tables2(
+                            &t.entries, wx.k, wy.k, cx, cy,
+                        ))?;
                     }
                 }
                 self.ship(st, dpf_mode)?;
@@ -350,9 +354,9 @@ impl Engine {
                 let ix = public_index(zx, wx)?;
                 let iy = bcast_rows(&public_index(zy, wy)?, rows, cols);
                 let y = match &prep {
-                    LutPrep::Rotated(tabs) => kernels::lut::gather2(tabs, wx.k, wy.k, &ix, &iy),
+                    LutPrep::Rotated(tabs) => kernels::ops::gather2(tabs, wx.k, wy.k, &ix, &iy),
                     LutPrep::Dpf(keys) => {
-                        dpf::eval_dot2_batch(&keys.0, &t.entries, wx.k, wy.k, &ix, &iy)
+                        kernels::ops::dpf_eval_dot2_batch(&keys.0, &t.entries, wx.k, wy.k, &ix, &iy)
                     }
                 };
                 self.retire(prep);
@@ -388,14 +392,12 @@ impl Engine {
             (Role::Dealer, _) => {
                 let rho = mask_index(z, w)?;
                 let seed = dpf_seed(&mut st)?;
-                let (k0, k1) = dpf::gen_batch::<O>(w.k, &rho, O::ONE, seed);
+                let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
                 write_keys(&k0, &mut st.blob0);
                 write_keys(&k1, &mut st.blob1);
                 let a_t = self.reg.get(name)?.a::<O>()?.to_vec();
-                let mut rot = vec![O::ZERO; size];
-                for r in &rho {
-                    kernels::lut::rotate_table(&a_t, w.k, *r, &mut rot);
-                    st.deal(&rot)?;
+                for rc in rho.chunks(ROT_CHUNK) {
+                    st.deal(&kernels::ops::rotate_tables(&a_t, w.k, rc))?;
                 }
                 self.ship(st, true)?;
                 None
@@ -426,8 +428,8 @@ impl Engine {
                 let (keys, rot): (Keys<O>, Vec<O>) = self.pop_prep("lut_private")?;
                 let idx = public_index(z, w)?;
                 let e_t = self.reg.get(name)?.e::<O>()?;
-                let a = dpf::eval_dot_batch(&keys.0, e_t, &idx);
-                let b = kernels::lut::gather(&rot, w.k, &idx);
+                let a = kernels::ops::dpf_eval_dot_batch(&keys.0, e_t, &idx);
+                let b = kernels::ops::gather(&rot, w.k, &idx);
                 self.retire(keys);
                 Some(crate::blocks::vadd(&a, &b))
             }

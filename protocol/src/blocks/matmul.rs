@@ -8,7 +8,7 @@ use crate::engine::{need, Additive, Engine, Masked, Role};
 use crate::error::{shape_err, Result};
 use crate::registry::need_model;
 use crate::ring::Ring;
-use kernels::matmul::matmul_batched;
+use kernels::ops::matmul_batched;
 
 fn dims3(s: &[usize]) -> Option<(usize, usize, usize)> {
     match s {
