@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Master seed of the plaintext model's carries.
-const PLAIN_SEED: u64 = 0x9_1a1_7e57;
+const PLAIN_SEED: u64 = 0x91a1_7e57;
 
 /// Calibration snippets taken from the head of the (shuffled) training split.
 pub const CALIB_SNIPPETS: usize = 256;
@@ -184,7 +184,7 @@ impl<'w> Pipeline<'w> {
                     // stochastic rounding with a fixed seed per sequence: the secure
                     // run's arithmetic; deterministic flooring would bias every
                     // requantization by half a step
-                    let carries = DealerSeeds::from_master(PLAIN_SEED ^ i as u64).mask;
+                    let carries = Self::plain_seeds(i).mask;
                     let (y, _) = session::run_plain(model.clone(), Some(carries), &prog)?;
                     let y = y.context("plaintext run gave no output")?;
                     tick(1);
@@ -199,16 +199,33 @@ impl<'w> Pipeline<'w> {
         Ok(out)
     }
 
+    /// Dealer seeds whose masks give the carries of the plaintext model's sequence `i`.
+    pub fn plain_seeds(i: usize) -> DealerSeeds {
+        DealerSeeds::from_master(PLAIN_SEED ^ i as u64)
+    }
+
     /// One secure inference of `toks` (the three parties in this process, in-memory links
     /// with `net` emulated), checked against the plaintext model with the same carries.
     pub fn secure(&self, toks: &[u32], head: &Linear, net: &NetProfile) -> Result<SecureOutcome> {
+        self.secure_with(toks, head, net, DealerSeeds::random())
+    }
+
+    /// [`Pipeline::secure`] with the dealer's seeds given: with
+    /// [`Pipeline::plain_seeds`]`(i)` the run takes the carries of the plaintext model's
+    /// sequence i, so its output must equal that one bit for bit.
+    pub fn secure_with(
+        &self,
+        toks: &[u32],
+        head: &Linear,
+        net: &NetProfile,
+        seeds: DealerSeeds,
+    ) -> Result<SecureOutcome> {
         if toks.is_empty() {
             bail!("empty token sequence");
         }
         let c = self.consts(toks.len());
         let model = Arc::new(self.private(&c, head));
         let prog = self.program(&c, toks, head.d_out)?;
-        let seeds = DealerSeeds::random();
         let mut link = LinkConfig::new(rand::random(), net.clone());
         link.recv_timeout = Some(std::time::Duration::from_secs(600));
         let cfg = LocalConfig {

@@ -172,13 +172,16 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
     })
 }
 
+/// Per calibration sequence: the embedding LayerNorm's output, and the layers' traces.
+pub type CalibrationTraces = (Vec<Vec<f32>>, Vec<Vec<model::LayerTrace>>);
+
 /// Float embedding outputs and traces of the first `layers` encoder layers for each
 /// calibration sequence (each at its own length), for [`quant::calibrate`].
 pub fn calibration_traces(
     weights: &BertWeights,
     seqs: &[Vec<u32>],
     layers: usize,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<model::LayerTrace>>)> {
+) -> Result<CalibrationTraces> {
     let mut embs = vec![];
     let mut traces = vec![];
     for toks in seqs {
