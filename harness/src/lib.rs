@@ -1,6 +1,9 @@
 //! Quantized BERT under the secure protocol: the model, quantization, the plaintext
 //! references and the programs the `harness` binary runs.
 
+pub mod assets;
+pub mod eval;
+pub mod head;
 pub mod model;
 pub mod party;
 pub mod program;

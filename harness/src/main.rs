@@ -34,6 +34,63 @@ enum Cmd {
     /// Measure every kernel on every backend against this machine's limits
     /// (writes results/kernels.csv).
     Kernels(kernels_cmd::KernelsArgs),
+    /// Accuracy of the real model (all-MiniLM-L6-v2 + a sentiment head) on held-out movie
+    /// reviews: float, plaintext quantized per config and (with --secure) secure runs
+    Eval(EvalArgs),
+    /// Classify sentences as positive or negative by secure inference on the real model
+    /// (the client holds the text, the server the quantized MiniLM and its head)
+    Classify(ClassifyArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+struct EvalArgs {
+    /// Quantization configs, comma-separated (wNaM or wNaM-attK: K-bit attention projections)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "w8a8,w4a8,w1a8,w1a8-att8,w1a4,w1a4-att8"
+    )]
+    quant: Vec<String>,
+    /// Also run the secure protocol on the first --limit test snippets per config
+    #[arg(long)]
+    secure: bool,
+    /// Test snippets that get a secure run (with --secure)
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Use only the first N snippets of each split (quick checks; default: all)
+    #[arg(long)]
+    max_snippets: Option<usize>,
+    /// Network emulated in the secure runs: lan | wan | none | BW,RTT
+    #[arg(long, default_value = "lan")]
+    net: String,
+    /// Assets folder (default: $QBERT_ASSETS, ./assets)
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Accuracy table as CSV
+    #[arg(long, default_value = "results/accuracy.csv")]
+    csv: PathBuf,
+    /// Also write the rows as a JSON array
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+struct ClassifyArgs {
+    /// Sentences to classify
+    #[arg(required = true)]
+    text: Vec<String>,
+    /// Quantization config of the server's model (see `harness eval`)
+    #[arg(long, default_value = "w8a8")]
+    quant: String,
+    /// Network emulated: lan | wan | none | BW,RTT
+    #[arg(long, default_value = "lan")]
+    net: String,
+    /// Assets folder (default: $QBERT_ASSETS, ./assets)
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Write one JSON object per sentence to this file (as an array)
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -207,6 +264,69 @@ fn bert(a: &BertArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval(a: &EvalArgs) -> Result<()> {
+    use harness::eval;
+    let quants = a
+        .quant
+        .iter()
+        .map(|q| QuantConfig::parse(q).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let net = NetProfile::parse(&a.net).with_context(|| format!("--net {}", a.net))?;
+    let assets = harness::assets::Assets::find(a.assets.as_deref())?;
+    let weights = assets.minilm()?;
+    let data = eval::load_data(&assets, a.max_snippets)?;
+    eprintln!(
+        "{} training and {} test snippets{}",
+        data.train.len(),
+        data.test.len(),
+        a.max_snippets
+            .map_or(String::new(), |m| format!(" (first {m} of each split)"))
+    );
+    let opts = eval::EvalOptions {
+        quants,
+        secure: a.secure.then_some(a.limit),
+        max_snippets: a.max_snippets,
+        net,
+    };
+    let t = std::time::Instant::now();
+    let say = |m: &str| eprintln!("[{:>6.1}s] {m}", t.elapsed().as_secs_f64());
+    let rows = eval::evaluate(&assets, &weights, &data, &opts, &say)?;
+    print!("{}", eval::render(&rows));
+    eval::write_csv(&rows, &a.csv).with_context(|| format!("writing {}", a.csv.display()))?;
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(())
+}
+
+fn classify(a: &ClassifyArgs) -> Result<()> {
+    let quant = QuantConfig::parse(&a.quant).map_err(anyhow::Error::msg)?;
+    let net = NetProfile::parse(&a.net).with_context(|| format!("--net {}", a.net))?;
+    let assets = harness::assets::Assets::find(a.assets.as_deref())?;
+    let results = harness::eval::classify(&assets, &quant, &net, &a.text, &|m| eprintln!("{m}"))?;
+    for r in &results {
+        println!(
+            "{:<8} p={:.3}  online {:.3} s, {:.1} MB  {}  {}",
+            r.label,
+            r.probability,
+            r.online_s,
+            r.online_bytes as f64 / 1e6,
+            if r.agrees_with_plain {
+                "agrees with plaintext"
+            } else {
+                "DIFFERS from plaintext"
+            },
+            r.text
+        );
+    }
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(())
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -216,6 +336,8 @@ fn main() {
     let r = match &cli.cmd {
         Cmd::Bert(a) => bert(a),
         Cmd::Kernels(k) => kernels_cmd::run(k),
+        Cmd::Eval(a) => eval(a),
+        Cmd::Classify(a) => classify(a),
         Cmd::Party(p) => harness::party::run_party(
             &p.role,
             &p.p0,

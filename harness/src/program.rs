@@ -21,41 +21,56 @@ pub struct Shapes {
 }
 
 /// P1's input: the embedded, normalised tokens (computed in the clear on the public
-/// embedding table), as the a-bit encoding for the first linear layers and the finer
-/// residual encoding (step 2^-(fres - fg)).
+/// embedding table) in the residual encoding (step 2^-(fres - fg)). The embedding
+/// LayerNorm's gamma and beta, and the a-bit quantization of its output, are the server's
+/// and happen under MPC.
 #[derive(Clone, Debug)]
 pub struct ClientInput {
-    pub y_a: Vec<u32>,
     pub y_res: Vec<u64>,
+}
+
+/// The tables whose output lives in the score ring S.
+pub struct ScoreTables<S: protocol::ring::Ring> {
+    req: Table<S>,
+    ln_lo: Table<S>,
+    ln_hi: Table<S>,
+    ln_sel: Table<S>,
+}
+
+impl<S: protocol::ring::Ring> ScoreTables<S> {
+    fn new(c: &Consts) -> Self {
+        ScoreTables {
+            req: c.t_requant(c.k_req()),
+            ln_lo: c.t_ln_lo(),
+            ln_hi: c.t_ln_hi(),
+            ln_sel: c.t_ln_sel(),
+        }
+    }
 }
 
 /// The public tables of a plan, built once.
 pub struct Tables {
     req32: Table<u32>,
-    req64: Table<u64>,
+    s32: ScoreTables<u32>,
+    s64: ScoreTables<u64>,
     gelu: Table<u32>,
     tanh: Table<u32>,
-    exp: Table<u32>,
-    ln32: Table<u32>,
-    ln64: Table<u64>,
+    exp: Table<u64>,
     p: Table<u32>,
     rsqrt: Table<u64>,
-    ya: Table<u32>,
 }
 
 impl Tables {
     pub fn new(c: &Consts) -> Self {
         Tables {
             req32: c.t_requant(c.k_req()),
-            req64: c.t_requant(c.k_req()),
+            s32: ScoreTables::new(c),
+            s64: ScoreTables::new(c),
             gelu: c.t_gelu(),
             tanh: c.t_tanh(),
             exp: c.t_exp(),
-            ln32: c.t_ln(),
-            ln64: c.t_ln(),
             p: c.t_p(),
             rsqrt: c.t_rsqrt(),
-            ya: c.t_requant(c.k_req()),
         }
     }
 }
@@ -82,9 +97,16 @@ impl BertProgram<'_> {
         }
     }
 
-    /// LayerNorm of the residual stream h (ring 64, 2^fres): returns the a-bit output
-    /// (masked, x^ at P0) and the residual-path encoding (masked, x^ at P0).
-    fn layernorm(&self, e: &mut Engine, h: &Additive<u64>) -> Result<(Masked<u32>, Masked<u64>)> {
+    /// LayerNorm of the residual stream h (ring 64, 2^fres) with P0's gamma and beta
+    /// (`{ln}.g`, `{ln}.b` on the residual stream; `{ln}.gx`, `{ln}.bx` divided by the
+    /// output's private scale): returns the a-bit output for the next linear layers
+    /// (masked, x^ at P0) and the output on the residual stream (additive, 2^fres).
+    fn layernorm(
+        &self,
+        e: &mut Engine,
+        h: &Additive<u64>,
+        ln: &str,
+    ) -> Result<(Masked<u32>, Additive<u64>)> {
         let c = &self.consts;
         let t = &self.tables;
         // exact centring: H h - sum h (scale H 2^fres)
@@ -97,11 +119,39 @@ impl BertProgram<'_> {
         let rsm = e.open(&rs, Reveal::Both)?;
         let y = e.mul_masked(&um, &rsm)?; // y 2^fy
         let ym = e.open(&y, Reveal::Both)?;
-        let ya = e.lut(&ym, c.w_ya(), &t.ya)?;
+        // the output for the next linear layers: (gamma y + beta) / s by P0's private
+        // vectors on y 2^fy itself, requantized to a bits (in parallel with the residual)
+        let x = e.scale_private(&ym, &format!("{ln}.gx"))?;
+        let x = e.add_private(&x, &format!("{ln}.bx"))?;
+        let xm = e.open(&x, Reveal::Both)?;
+        let xa = e.lut(&xm, c.w_lnx(), &t.req32)?;
         let yr = e.trunc_ext::<u64, u64>(&ym, c.w_yres(), 1)?;
-        let pa = e.open_start(&ya, Reveal::P0)?;
+        let pa = e.open_start(&xa, Reveal::P0)?;
         let pr = e.open_start(&yr, Reveal::P0)?;
-        Ok((e.open_finish(pa)?, e.open_finish(pr)?))
+        let (xa, yrm) = (e.open_finish(pa)?, e.open_finish(pr)?);
+        let r = e.scale_private(&yrm, &format!("{ln}.g"))?;
+        Ok((xa, e.add_private(&r, &format!("{ln}.b"))?))
+    }
+
+    /// The embedding LayerNorm's gamma and beta on the client's normalised input y
+    /// (residual encoding, x^ at P0), twice: on the residual stream (2^fres), and divided
+    /// by the output's private per-tensor scale (`emb.gx`, `emb.bx`, pre-divided by P0)
+    /// and requantized to a bits. Quantizing after gamma matters on real models: a few
+    /// dimensions of the normalised vector reach ~sqrt(hidden) (BERT's outlier
+    /// features), and their small gamma is what keeps the LayerNorm output in range.
+    fn embedding_affine(
+        &self,
+        e: &mut Engine,
+        y: &Masked<u64>,
+    ) -> Result<(Masked<u32>, Additive<u64>)> {
+        let c = &self.consts;
+        let r = e.scale_private(y, "emb.g")?;
+        let r = e.add_private(&r, "emb.b")?;
+        let x = e.scale_private(y, "emb.gx")?;
+        let x = e.add_private(&x, "emb.bx")?;
+        let xm = e.open(&e.cast_down::<u64, u32>(&x), Reveal::Both)?;
+        let xa = e.lut(&xm, c.w_qkv(), &self.tables.req32)?;
+        Ok((e.open(&xa, Reveal::P0)?, r))
     }
 
     /// Requantize Q, K, V, open them, and compute the attention probabilities (8 bits) by
@@ -114,8 +164,7 @@ impl BertProgram<'_> {
         zq: &Masked<u32>,
         zk: &Masked<u32>,
         zv: &Masked<u32>,
-        req: &Table<S>,
-        ln: &Table<S>,
+        st: &ScoreTables<S>,
     ) -> Result<(Masked<u32>, Masked<u32>, Additive<u32>)> {
         let c = &self.consts;
         let t = &self.tables;
@@ -127,8 +176,8 @@ impl BertProgram<'_> {
             heads: s.heads,
         };
         e.at(ly, OpKind::Requant);
-        let q = e.lut(zq, wq, req)?;
-        let k = e.lut(zk, wq, req)?;
+        let q = e.lut(zq, wq, &st.req)?;
+        let k = e.lut(zk, wq, &st.req)?;
         let v = e.lut(zv, wq, &t.req32)?;
         let pq = e.open_start(&q, Reveal::Both)?;
         let pk = e.open_start(&k, Reveal::Both)?;
@@ -150,10 +199,20 @@ impl BertProgram<'_> {
         // centre each row exactly: n s - sum s; then E >= n and exp cannot overflow
         let sc = e.sub(&e.mul_public(&scores, s.seq as i64), &e.sum_last(&scores))?;
         let sm = e.open(&sc, Reveal::Both)?;
-        let ex = e.lut(&sm, c.w_exp(), &t.exp)?;
+        let ex = e.lut::<S, u64>(&sm, c.w_exp(), &t.exp)?;
         let esum = e.sum_last(&ex);
         let em = e.open(&esum, Reveal::Both)?;
-        let lse = e.lut(&em, c.w_ln(), ln)?;
+        // ln E over two 16-bit windows of E (it spans n .. n e^sat), the high one selected
+        // by a 0/1 table on its own index: L = L_lo + b (L_hi - L_lo)
+        let lo = e.lut(&em, c.w_ln_lo(), &st.ln_lo)?;
+        let hi = e.lut(&em, c.w_ln_hi(), &st.ln_hi)?;
+        let b = e.lut(&em, c.w_ln_hi(), &st.ln_sel)?;
+        let diff = e.sub(&hi, &lo)?;
+        let pb = e.open_start(&b, Reveal::Both)?;
+        let pd = e.open_start(&diff, Reveal::Both)?;
+        let (bm, dm) = (e.open_finish(pb)?, e.open_finish(pd)?);
+        let sel = e.mul_masked(&bm, &dm)?;
+        let lse = e.add(&lo, &sel)?;
         let lm = e.open(&lse, Reveal::Both)?;
         let d = e.sub_masked(&sm, &lm)?;
         let p = e.lut(&d, c.w_p(), &t.p)?;
@@ -182,9 +241,9 @@ impl BertProgram<'_> {
         let zk = e.linear(&x, &name(l, "k"), &[wq])?;
         let zv = e.linear(&x, &name(l, "v"), &[wq])?;
         let (pm, vh, vcorr) = if c.scores_in_u32() {
-            self.attention::<u32>(e, l, &zq, &zk, &zv, &t.req32, &t.ln32)?
+            self.attention::<u32>(e, l, &zq, &zk, &zv, &t.s32)?
         } else {
-            self.attention::<u64>(e, l, &zq, &zk, &zv, &t.req64, &t.ln64)?
+            self.attention::<u64>(e, l, &zq, &zk, &zv, &t.s64)?
         };
 
         e.at(ly, OpKind::AttnMatmul);
@@ -201,9 +260,7 @@ impl BertProgram<'_> {
         let h1 = e.add(&o, &res)?;
 
         e.at(ly, OpKind::LayerNorm);
-        let (y1, y1r) = self.layernorm(e, &h1)?;
-        let r1 = e.scale_private(&y1r, &name(l, "ln1.g"))?;
-        let r1 = e.add_private(&r1, &name(l, "ln1.b"))?;
+        let (y1, r1) = self.layernorm(e, &h1, &name(l, "ln1"))?;
 
         e.at(ly, OpKind::Linear);
         let wg = c.w_gelu();
@@ -218,9 +275,7 @@ impl BertProgram<'_> {
         let h2 = e.add(&f, &r1)?;
 
         e.at(ly, OpKind::LayerNorm);
-        let (y2, y2r) = self.layernorm(e, &h2)?;
-        let r2 = e.scale_private(&y2r, &name(l, "ln2.g"))?;
-        let r2 = e.add_private(&r2, &name(l, "ln2.b"))?;
+        let (y2, r2) = self.layernorm(e, &h2, &name(l, "ln2"))?;
         Ok((y2, r2))
     }
 }
@@ -250,10 +305,13 @@ impl Program for BertProgram<'_> {
                 e.register_vector::<u64>(&name(l, "czq"), s.seq)?;
             }
             e.register_vector::<u32>(&name(l, "zv"), 1)?;
-            e.register_vector::<u64>(&name(l, "ln1.g"), h)?;
-            e.register_vector::<u64>(&name(l, "ln2.g"), h)?;
+            for ln in ["ln1", "ln2"] {
+                e.register_vector::<u64>(&name(l, &format!("{ln}.g")), h)?;
+                e.register_vector::<u64>(&name(l, &format!("{ln}.gx")), h)?;
+            }
         }
         e.register_vector::<u64>("emb.g", h)?;
+        e.register_vector::<u64>("emb.gx", h)?;
         if s.pooler {
             e.register_linear::<u32>("pool", h, h)?;
         }
@@ -269,11 +327,9 @@ impl Program for BertProgram<'_> {
         e.at(NO_LAYER, OpKind::Input);
         let mine = matches!(e.role, Role::P1 | Role::Plain);
         let inp = if mine { self.input.as_ref() } else { None };
-        let x = e.input_p1::<u32>(inp.map(|i| i.y_a.as_slice()), &shape)?;
         let xr = e.input_p1::<u64>(inp.map(|i| i.y_res.as_slice()), &shape)?;
-        let res = e.scale_private(&xr, "emb.g")?;
-        let mut res = e.add_private(&res, "emb.b")?;
-        let mut x = x;
+        e.at(NO_LAYER, OpKind::LayerNorm);
+        let (mut x, mut res) = self.embedding_affine(e, &xr)?;
         for l in 0..s.layers {
             let (nx, nres) = self.layer(e, l, x, res)?;
             x = nx;

@@ -14,35 +14,63 @@ use protocol::{PrivateModel, QLinear, QWeights, Table, Window};
 use std::fmt;
 
 /// A quantization configuration: weight bits (1 = sign with per-output-channel scale,
-/// 2..8 = symmetric per-output-channel integers) and activation bits (4 or 8).
+/// 2..8 = symmetric per-output-channel integers) and activation bits (4 or 8). Written
+/// `wNaM`; `wNaM-attK` gives the attention projections (Q, K, V, O) K-bit weights and the
+/// feed-forward layers N-bit ones (mixed precision, e.g. `w1a8-att8`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct QuantConfig {
+    /// Bits of the feed-forward weights (and of every linear when `att_bits == w_bits`).
     pub w_bits: u8,
     pub a_bits: u8,
+    /// Bits of the attention projections' weights.
+    pub att_bits: u8,
 }
 
 impl QuantConfig {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("unknown quantization {s:?}: expected wNaM, e.g. w1a4, w1a8, w8a8");
-        let rest = s.strip_prefix('w').ok_or_else(bad)?;
+        let bad = || {
+            format!("unknown quantization {s:?}: expected wNaM or wNaM-attK, e.g. w1a4, w8a8, w1a8-att8")
+        };
+        let (body, att) = match s.split_once("-att") {
+            Some((b, k)) => (b, Some(k.parse::<u8>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let rest = body.strip_prefix('w').ok_or_else(bad)?;
         let (w, a) = rest.split_once('a').ok_or_else(bad)?;
         let w: u8 = w.parse().map_err(|_| bad())?;
         let a: u8 = a.parse().map_err(|_| bad())?;
-        if !(1..=8).contains(&w) || !matches!(a, 4 | 8) {
+        let att = att.unwrap_or(w);
+        if !(1..=8).contains(&w) || !(1..=8).contains(&att) || !matches!(a, 4 | 8) {
             return Err(format!("{s}: weights take 1..8 bits, activations 4 or 8"));
         }
         Ok(QuantConfig {
             w_bits: w,
             a_bits: a,
+            att_bits: att,
         })
     }
 }
 
 impl fmt::Display for QuantConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "w{}a{}", self.w_bits, self.a_bits)
+        write!(f, "w{}a{}", self.w_bits, self.a_bits)?;
+        if self.att_bits != self.w_bits {
+            write!(f, "-att{}", self.att_bits)?;
+        }
+        Ok(())
     }
 }
+
+/// Where exp saturates (centred-score units). Real attention rows are peaked: in
+/// all-MiniLM-L6-v2 the largest score of a row exceeds the row mean by more than 8 in 8-16 %
+/// of the rows of layers 0 and 1 (by up to 40); below the saturation point the log-sum-exp
+/// and with it every probability of the row is wrong. 15 is what two 16-bit windows of
+/// ln E can cover (see `w_ln_lo`/`w_ln_hi`).
+pub const SAT: f64 = 15.0;
+
+/// Fractional bits of P0's gamma / s for the a-bit LayerNorm outputs (applied to y 2^fy:
+/// products stay below 2^60 for |y gamma / s| < 2^12).
+pub const LNX_BITS: u32 = 12;
 
 /// The protocol constants of one plan (public).
 #[derive(Clone, Debug)]
@@ -52,9 +80,7 @@ pub struct Consts {
     pub amax: i64,
     /// Guard bits below an a-bit output's resolution in table indices.
     pub g: u32,
-    /// log2 of the step of LayerNorm outputs fed to linear layers (2^(3-a): +-4 range).
-    pub ey: i32,
-    /// log2 of the GELU output step (same as ey).
+    /// log2 of the GELU output step (2^(3-a): levels up to 7 or 8).
     pub eg: i32,
     /// Q/K/V linear output scale (value / s_act * 2^fa).
     pub fa: u32,
@@ -90,23 +116,28 @@ impl Consts {
             a,
             amax: (1 << (a - 1)) - 1,
             g: 2,
-            ey: 3 - a as i32,
             eg: 3 - a as i32,
             fa: 29 - a,
             // 4-bit activations: the score path fits Z/2^32 (n s 2^16 < 2^30 for n <= 512);
             // 8-bit: the private score scale c = s_q s_k / sqrt(d) is ~1e-4, so it needs 24
             // fractional bits and the score path runs in Z/2^64.
-            fc: if a <= 4 { 16 } else { 24 },
-            // exp outputs in Z/2^32: n e^sat 2^fe must stay below 2^30
-            fe: (30
-                - (seq.max(2) as f64).log2().ceil() as i64
-                - (8.0f64 * std::f64::consts::LOG2_E).ceil() as i64)
-                .clamp(4, 16) as u32,
-            sat: 8.0,
+            // (the exp window, 128 score units wide or more, must fit Z/2^32: n 2^fc <= 2^24)
+            fc: if a <= 4 {
+                16.min(24 - (seq.max(2) as f64).log2().ceil() as u32)
+            } else {
+                24
+            },
+            // exp outputs in Z/2^64: n e^sat 2^fe must stay below 2^61
+            fe: (61.0 - (seq.max(2) as f64).log2().ceil() - SAT * std::f64::consts::LOG2_E)
+                .floor()
+                .clamp(8.0, 40.0) as u32,
+            sat: SAT,
             kl: 16,
             fres: 12,
             fg: 6,
-            flin: 25,
+            // linear outputs within +-2^(31 - flin) = +-256: real models' FFN2 outputs
+            // reach ~200 on outlier features (all-MiniLM-L6-v2: 196 in layer 0)
+            flin: 23,
             fl: 22,
             fy: 36,
             var_log2: 8,
@@ -122,9 +153,6 @@ impl Consts {
     }
     fn step(e: i32) -> f64 {
         2f64.powi(e)
-    }
-    pub fn sy(&self) -> f64 {
-        Self::step(self.ey)
     }
     pub fn sg(&self) -> f64 {
         Self::step(self.eg)
@@ -164,31 +192,44 @@ impl Consts {
         }
     }
     /// Scale of the centred scores n s 2^fc, as a float multiplier.
-    fn s_scale(&self) -> f64 {
+    pub(crate) fn s_scale(&self) -> f64 {
         self.n as f64 * 2f64.powi(self.fc as i32)
     }
-    /// Centred scores -> exp: step <= 1/4 over >= +-32. Coarse on purpose: the exp
-    /// outputs only feed the row sum E, and with the stochastic carry each lookup is an
-    /// unbiased draw of the linear interpolation of exp between grid points, which
-    /// overestimates exp by at most cosh(step / 2) - 1 < 0.8%.
+    /// Centred scores -> exp: step <= 1/2, k = 9, the index range read as [-(W - 48), 48)
+    /// for the window width W in (128, 256]: the largest centred score of a real row
+    /// reaches ~40, far negative ones give exp ~ 0. Coarse on purpose: the exp outputs
+    /// only feed the row sum E, and with the stochastic carry each lookup is an unbiased
+    /// draw of the linear interpolation of exp between grid points (its mean bias, a
+    /// constant factor for uniform offsets, is divided out of the table).
     pub fn w_exp(&self) -> Window {
-        let j = (self.s_scale() / 4.0).log2().floor() as u32;
+        let j = (self.s_scale() / 2.0).log2().floor() as u32;
         Window { j, k: 9 }
     }
-    /// Row sums E -> ln E: the window covers n e^sat 2^fe.
-    pub fn w_ln(&self) -> Window {
-        let emax = self.n as f64 * self.sat.exp() * 2f64.powi(self.fe as i32);
-        let top = emax.log2().ceil() as u32 + 1;
+    /// Row sums E -> ln E, low part: E >= n 2^fe (Jensen: the centred scores sum to 0),
+    /// so an index step of 2^-3 n 2^fe keeps 4 significant bits at the bottom.
+    pub fn w_ln_lo(&self) -> Window {
+        let j = (self.n as f64).log2().floor() as u32 + self.fe - 3;
+        Window { j, k: self.kl }
+    }
+    /// Row sums E -> ln E, high part: 11 bits above the low window, selected when its
+    /// index is at least 8 (E >= 2^(j + 3), well inside the low window's range).
+    pub fn w_ln_hi(&self) -> Window {
+        let lo = self.w_ln_lo();
         Window {
-            j: top.saturating_sub(self.kl),
+            j: lo.j + 11,
             k: self.kl,
         }
     }
-    /// d = s - L -> p: step <= 1/8 over >= +-16 (finer than the 8-bit output needs for
-    /// the probabilities that matter: p >= 1/16 changes by < 1 LSB per step).
+    /// Largest E: n e^sat 2^fe.
+    pub fn e_max(&self) -> f64 {
+        self.n as f64 * self.sat.exp() * 2f64.powi(self.fe as i32)
+    }
+    /// d = s - L -> p: step <= 1/8, k = 10, index range read as [-(W - 24), 24) for the
+    /// window width W in (64, 128]: d > 0 (a row above saturation) means p ~ 1, and
+    /// very negative d must not alias onto it.
     pub fn w_p(&self) -> Window {
         let j = (self.s_scale() / 8.0).log2().floor() as u32;
-        Window { j, k: 9 }
+        Window { j, k: 10 }
     }
     /// LayerNorm variance word V = H^3 var 2^(2 fres) -> rsqrt.
     pub fn w_var(&self) -> Window {
@@ -199,10 +240,10 @@ impl Consts {
             k: self.kv,
         }
     }
-    /// LayerNorm output y 2^fy -> a-bit.
-    pub fn w_ya(&self) -> Window {
+    /// LayerNorm output (gamma y + beta) / s at 2^(fy + LNX_BITS) -> a-bit.
+    pub fn w_lnx(&self) -> Window {
         Window {
-            j: (self.fy as i32 + self.ey) as u32 - self.g,
+            j: self.fy + LNX_BITS - self.g,
             k: self.k_req(),
         }
     }
@@ -240,11 +281,17 @@ impl Consts {
     pub fn t_gelu(&self) -> Table<u32> {
         let w = self.w_gelu();
         let step = self.sg() / 2f64.powi(self.g as i32);
-        let (sg, top) = (self.sg(), 2 * self.amax);
+        let (sg, lo) = (self.sg(), self.gelu_low());
+        let top = 2 * self.amax + 1 - lo;
         Table::from_fn(w.k, true, move |i| {
             let x = i as f64 * step;
-            ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-1, top)
+            ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-lo, top)
         })
+    }
+    /// Negative GELU output levels: enough to reach GELU's minimum (-0.17), so negative
+    /// outputs are rounded, not clipped (a clip there biases every FFN2 output).
+    pub fn gelu_low(&self) -> i64 {
+        ((0.17 / self.sg()).ceil() as i64).max(1)
     }
     pub fn t_tanh(&self) -> Table<u32> {
         let amax = self.amax;
@@ -253,35 +300,45 @@ impl Consts {
         })
     }
     /// exp of centred scores, saturating at `sat`, 2^fe.
-    pub fn t_exp(&self) -> Table<u32> {
+    pub fn t_exp(&self) -> Table<u64> {
         let w = self.w_exp();
         let step = 2f64.powi(w.j as i32) / self.s_scale();
         let (sat, fe) = (self.sat, self.fe);
-        Table::from_fn(w.k, true, move |i| {
-            ((i as f64 * step).min(sat).exp() * 2f64.powi(fe as i32)).round() as i64
+        // mean of exp over a step / mean of its linear interpolation (uniform offsets)
+        let unbias = ((step.exp() - 1.0) / step) / ((1.0 + step.exp()) / 2.0);
+        // indices read in [-(2^k - top), top): exp ~ 0 far below, saturated far above
+        let top = (48.0 / step).round() as i64;
+        Table::from_range(w.k, top - (1i64 << w.k), move |i| {
+            ((i as f64 * step).min(sat).exp() * unbias * 2f64.powi(fe as i32)).round() as i64
         })
     }
-    /// ln(E / 2^fe) at the centred-score scale n 2^fc.
-    pub fn t_ln<O: protocol::ring::Ring>(&self) -> Table<O> {
-        let w = self.w_ln();
+    /// ln(E / 2^fe) at the centred-score scale n 2^fc, over window `w` of E.
+    fn t_ln_at<O: protocol::ring::Ring>(&self, w: Window) -> Table<O> {
         let (fe, sc) = (self.fe, self.s_scale());
         Table::from_fn(w.k, false, move |i| {
             let e = (i as f64).max(0.5) * 2f64.powi(w.j as i32) / 2f64.powi(fe as i32);
             (e.ln() * sc).round() as i64
         })
     }
-    /// p = exp(d) as 8 bits (0..255); indices above d = 2 can only be aliases of very
-    /// negative d (d <= ~0 by construction), so they map to 0.
+    /// The low window wraps for large E, where the selector picks the high one.
+    pub fn t_ln_lo<O: protocol::ring::Ring>(&self) -> Table<O> {
+        self.t_ln_at(self.w_ln_lo()).unchecked()
+    }
+    pub fn t_ln_hi<O: protocol::ring::Ring>(&self) -> Table<O> {
+        self.t_ln_at(self.w_ln_hi())
+    }
+    /// 1 where the high window of E is used (index >= 8), else 0.
+    pub fn t_ln_sel<O: protocol::ring::Ring>(&self) -> Table<O> {
+        Table::from_fn(self.kl, false, |i| i64::from(i >= 8))
+    }
+    /// p = exp(d) as 8 bits (0..255); the index range is read as [-(W - 24), 24), and
+    /// d > 0 (only in rows past the saturation of exp) gives 255.
     pub fn t_p(&self) -> Table<u32> {
         let w = self.w_p();
         let step = 2f64.powi(w.j as i32) / self.s_scale();
-        Table::from_fn(w.k, true, move |i| {
-            let d = i as f64 * step;
-            if d > 2.0 {
-                0
-            } else {
-                ((256.0 * d.exp()).round() as i64).clamp(0, 255)
-            }
+        let top = (24.0 / step).round() as i64;
+        Table::from_range(w.k, top - (1i64 << w.k), move |i| {
+            ((256.0 * (i as f64 * step).exp()).round() as i64).clamp(0, 255)
         })
     }
     /// 2^fy / (H 2^fres sigma) from the variance word.
@@ -297,12 +354,23 @@ impl Consts {
     }
 }
 
-/// Per-layer activation scales from calibration (private to P0).
+/// Activation scales from calibration (private to P0).
+#[derive(Clone, Debug)]
+pub struct Scales {
+    /// Step of the embedding LayerNorm's a-bit output (symmetric).
+    pub emb: f64,
+    pub layers: Vec<LayerScales>,
+}
+
+/// One layer's private activation scales.
 #[derive(Clone, Debug)]
 pub struct LayerScales {
     pub q: ActQuant,
     pub k: ActQuant,
     pub v: ActQuant,
+    /// Steps of the two LayerNorm outputs' a-bit encodings (symmetric).
+    pub ln1: f64,
+    pub ln2: f64,
 }
 
 /// An activation's private quantization: value = s (level - z), levels in the signed a-bit
@@ -324,28 +392,57 @@ impl ActQuant {
     }
 }
 
-/// Calibration: per-tensor scale and zero point of Q, K and V from the smallest and largest
-/// values over the calibration inputs (never the client's input).
-pub fn calibrate(traces: &[Vec<LayerTrace>], c: &Consts) -> Vec<LayerScales> {
+/// Calibration: per-tensor scale and zero point of Q, K and V, and the (symmetric) step of
+/// every LayerNorm output, over the calibration inputs (never the client's input):
+/// `embs` are the embedding LayerNorm's outputs, `traces` the layers'. `clip` is the
+/// fraction of values left outside the range at each tail: 0 takes the smallest and
+/// largest values (min/max); with real text a small fraction (e.g. 1e-4: the 0.01th and
+/// 99.99th percentiles) keeps one outlier token from stretching the step of every other
+/// value. Clipped values saturate at the ends of the a-bit range (the requantization
+/// window covers 4x the range, so only values beyond that would alias).
+pub fn calibrate(embs: &[Vec<f32>], traces: &[Vec<LayerTrace>], c: &Consts, clip: f64) -> Scales {
     let layers = traces.first().map_or(0, |t| t.len());
-    (0..layers)
+    let sym = |mut v: Vec<f32>| {
+        let (lo, hi) = percentile_range(&mut v, clip);
+        (lo.abs().max(hi) / c.amax as f64).max(1e-6)
+    };
+    let emb = sym(embs.iter().flatten().copied().collect());
+    let layers = (0..layers)
         .map(|l| {
-            let m = |f: &dyn Fn(&LayerTrace) -> &Vec<f32>| {
-                let (lo, hi) = traces
+            let all = |f: &dyn Fn(&LayerTrace) -> &Vec<f32>| -> Vec<f32> {
+                traces
                     .iter()
-                    .flat_map(|t| f(&t[l]).iter())
-                    .fold((0f64, 0f64), |(a, b), &v| {
-                        (a.min(v as f64), b.max(v as f64))
-                    });
+                    .flat_map(|t| f(&t[l]).iter().copied())
+                    .collect()
+            };
+            let asym = |mut v: Vec<f32>| {
+                let (lo, hi) = percentile_range(&mut v, clip);
                 ActQuant::from_range(lo, hi, c.a)
             };
             LayerScales {
-                q: m(&|t| &t.q),
-                k: m(&|t| &t.k),
-                v: m(&|t| &t.v),
+                q: asym(all(&|t| &t.q)),
+                k: asym(all(&|t| &t.k)),
+                v: asym(all(&|t| &t.v)),
+                ln1: sym(all(&|t| &t.ln1_out)),
+                ln2: sym(all(&|t| &t.out)),
             }
         })
-        .collect()
+        .collect();
+    Scales { emb, layers }
+}
+
+/// The `clip` and `1 - clip` quantiles of `v` (nearest rank; min and max for clip = 0),
+/// widened to include 0. Reorders `v`.
+fn percentile_range(v: &mut [f32], clip: f64) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len();
+    let k = ((clip.clamp(0.0, 0.5) * n as f64).floor() as usize).min(n - 1);
+    let cmp = |a: &f32, b: &f32| a.total_cmp(b);
+    let lo = *v.select_nth_unstable_by(k, cmp).1 as f64;
+    let hi = *v.select_nth_unstable_by(n - 1 - k, cmp).1 as f64;
+    (lo.min(0.0), hi.max(0.0))
 }
 
 /// Weights quantized per output channel: (integer weights, per-channel scale alpha).
@@ -372,62 +469,23 @@ fn quantize_weights(lin: &Linear, bits: u8) -> (Vec<i64>, Vec<f64>) {
     (w, alpha)
 }
 
-/// The input side of a linear: the step of its integer input and, optionally, the
-/// previous LayerNorm's gamma/beta to fold in.
-struct InputSide<'a> {
-    step: f64,
-    ln: Option<&'a crate::model::LayerNormW>,
-}
-
-/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f.
-fn qlinear(
-    lin: &Linear,
-    bits: u8,
-    input: InputSide,
-    (s_out, z_out): (f64, i64),
-    f: u32,
-    fg: u32,
-) -> QLinear {
+/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f for an
+/// integer input of step `step` (LayerNorm gamma and beta are applied before the input's
+/// quantization, see `BertProgram::affine`, so nothing else is folded).
+fn qlinear(lin: &Linear, bits: u8, step: f64, (s_out, z_out): (f64, i64), f: u32) -> QLinear {
     let (w, alpha) = quantize_weights(lin, bits);
     let (din, dout) = (lin.d_in, lin.d_out);
     let two_f = 2f64.powi(f as i32);
-    let (in_scale, gshift) = match input.ln {
-        Some(ln) => (
-            Some(
-                ln.gamma
-                    .iter()
-                    .map(|&g| (g as f64 * 2f64.powi(fg as i32)).round() as i64)
-                    .collect::<Vec<_>>(),
-            ),
-            fg as i32,
-        ),
-        None => (None, 0),
-    };
-    let out_scale: Vec<i64> = alpha
-        .iter()
-        .map(|a| (a * input.step * 2f64.powi(f as i32 - gshift) / s_out).round() as i64)
-        .collect();
     let bias: Vec<i64> = (0..dout)
-        .map(|j| {
-            let folded = input.ln.map_or(0.0, |ln| {
-                (0..din)
-                    .map(|i| ln.beta[i] as f64 * alpha[j] * w[i * dout + j] as f64)
-                    .sum::<f64>()
-            });
-            (((lin.b[j] as f64 + folded) / s_out + z_out as f64) * two_f).round() as i64
-        })
+        .map(|j| ((lin.b[j] as f64 / s_out + z_out as f64) * two_f).round() as i64)
         .collect();
     if bits > 1 {
         // k-bit weights run through the general ring matmul, so each weight can carry the
-        // whole effective scale: W_eff = round(w alpha g step 2^f / s_out), one rounding per
+        // whole effective scale: W_eff = round(w alpha step 2^f / s_out), one rounding per
         // weight instead of a rounded per-channel factor (which is coarse where the input
         // step is tiny, e.g. the attention context with scale s_v / 256).
         let eff: Vec<i64> = (0..din * dout)
-            .map(|ij| {
-                let (i, j) = (ij / dout, ij % dout);
-                let g = input.ln.map_or(1.0, |ln| ln.gamma[i] as f64);
-                (w[ij] as f64 * alpha[j] * g * input.step * two_f / s_out).round() as i64
-            })
+            .map(|ij| (w[ij] as f64 * alpha[ij % dout] * step * two_f / s_out).round() as i64)
             .collect();
         return QLinear {
             d_in: din,
@@ -438,12 +496,16 @@ fn qlinear(
             bias,
         };
     }
+    let out_scale: Vec<i64> = alpha
+        .iter()
+        .map(|a| (a * step * two_f / s_out).round() as i64)
+        .collect();
     let s: Vec<i8> = w.iter().map(|&v| v as i8).collect();
     QLinear {
         d_in: din,
         d_out: dout,
         w: QWeights::Signs(pack_signs(&s, din, dout)),
-        in_scale,
+        in_scale: None,
         out_scale,
         bias,
     }
@@ -465,34 +527,29 @@ pub fn quantize(
     w: &BertWeights,
     q: &QuantConfig,
     c: &Consts,
-    scales: &[LayerScales],
+    scales: &Scales,
     layers: usize,
 ) -> PrivateModel {
     let mut m = PrivateModel::default();
     let dh = w.config.head_dim() as f64;
-    let amax = c.amax as f64;
     for (l, lw) in w.layers.iter().take(layers).enumerate() {
+        let sc = &scales.layers[l];
         let prev = if l == 0 {
-            &w.emb.ln
+            scales.emb
         } else {
-            &w.layers[l - 1].ln2
-        };
-        let sc = &scales[l];
-        let inp = || InputSide {
-            step: c.sy(),
-            ln: Some(prev),
+            scales.layers[l - 1].ln2
         };
         m.linears.insert(
             name(l, "q"),
-            qlinear(&lw.q, q.w_bits, inp(), (sc.q.s, sc.q.z), c.fa, c.fg),
+            qlinear(&lw.q, q.att_bits, prev, (sc.q.s, sc.q.z), c.fa),
         );
         m.linears.insert(
             name(l, "k"),
-            qlinear(&lw.k, q.w_bits, inp(), (sc.k.s, sc.k.z), c.fa, c.fg),
+            qlinear(&lw.k, q.att_bits, prev, (sc.k.s, sc.k.z), c.fa),
         );
         m.linears.insert(
             name(l, "v"),
-            qlinear(&lw.v, q.w_bits, inp(), (sc.v.s, sc.v.z), c.fa, c.fg),
+            qlinear(&lw.v, q.att_bits, prev, (sc.v.s, sc.v.z), c.fa),
         );
         let score = (sc.q.s * sc.k.s / dh.sqrt() * 2f64.powi(c.fc as i32)).round() as i64;
         m.vectors.insert(name(l, "c"), vec![score]);
@@ -504,97 +561,95 @@ pub fn quantize(
         let ctx_step = sc.v.s / 256.0;
         m.linears.insert(
             name(l, "o"),
-            qlinear(
-                &lw.o,
-                q.w_bits,
-                InputSide {
-                    step: ctx_step,
-                    ln: None,
-                },
-                (1.0, 0),
-                c.flin,
-                c.fg,
-            ),
+            qlinear(&lw.o, q.att_bits, ctx_step, (1.0, 0), c.flin),
         );
         m.linears.insert(
             name(l, "ffn1"),
-            qlinear(
-                &lw.ffn1,
-                q.w_bits,
-                InputSide {
-                    step: c.sy(),
-                    ln: Some(&lw.ln1),
-                },
-                (1.0, 0),
-                c.flin,
-                c.fg,
-            ),
+            qlinear(&lw.ffn1, q.w_bits, sc.ln1, (1.0, 0), c.flin),
         );
         m.linears.insert(
             name(l, "ffn2"),
-            qlinear(
-                &lw.ffn2,
-                q.w_bits,
-                InputSide {
-                    step: c.sg(),
-                    ln: None,
-                },
-                (1.0, 0),
-                c.flin,
-                c.fg,
-            ),
+            qlinear(&lw.ffn2, q.w_bits, c.sg(), (1.0, 0), c.flin),
         );
-        for (t, ln) in [("ln1", &lw.ln1), ("ln2", &lw.ln2)] {
-            m.vectors
-                .insert(name(l, &format!("{t}.g")), fixed(&ln.gamma, c.fg));
-            m.vectors
-                .insert(name(l, &format!("{t}.b")), fixed(&ln.beta, c.fres));
-        }
+        // layer LayerNorms scale y 2^fy; the embedding's the client's y 2^(fres - fg)
+        let lnx = (c.fy, c.fy + LNX_BITS);
+        ln_vectors(&mut m, &name(l, "ln1"), &lw.ln1, sc.ln1, c, lnx);
+        ln_vectors(&mut m, &name(l, "ln2"), &lw.ln2, sc.ln2, c, lnx);
     }
-    m.vectors
-        .insert("emb.g".into(), fixed(&w.emb.ln.gamma, c.fg));
-    m.vectors
-        .insert("emb.b".into(), fixed(&w.emb.ln.beta, c.fres));
-    let last = if layers == 0 {
-        &w.emb.ln
-    } else {
-        &w.layers[layers - 1].ln2
-    };
+    ln_vectors(
+        &mut m,
+        "emb",
+        &w.emb.ln,
+        scales.emb,
+        c,
+        (c.yres_bits(), c.fa),
+    );
+    let last = last_scale(scales, layers);
     if let Some(p) = &w.pooler {
-        m.linears.insert(
-            "pool".into(),
-            qlinear(
-                p,
-                q.w_bits,
-                InputSide {
-                    step: c.sy(),
-                    ln: Some(last),
-                },
-                (1.0, 0),
-                c.flin,
-                c.fg,
-            ),
-        );
+        m.linears
+            .insert("pool".into(), qlinear(p, q.w_bits, last, (1.0, 0), c.flin));
     }
     if let Some(cls) = &w.classifier {
-        // the head is small: 8-bit weights whatever the body uses. Its input is the
-        // pooler's a-bit tanh output, or (mean pooling) the sum of the last layer's a-bit
-        // LayerNorm outputs over the sequence, with 1/n, gamma and beta folded in.
-        let input = if w.pooler.is_some() {
-            InputSide {
-                step: 1.0 / amax,
-                ln: None,
-            }
-        } else {
-            InputSide {
-                step: c.sy() / c.n as f64,
-                ln: Some(last),
-            }
-        };
         m.linears
-            .insert("cls".into(), qlinear(cls, 8, input, (1.0, 0), c.fl, c.fg));
+            .insert("cls".into(), quantize_head(w, cls, c, scales, layers));
     }
     m
+}
+
+/// Step of the a-bit output of the last LayerNorm before the head.
+fn last_scale(scales: &Scales, layers: usize) -> f64 {
+    match layers {
+        0 => scales.emb,
+        l => scales.layers[l - 1].ln2,
+    }
+}
+
+/// A LayerNorm's private vectors (see `BertProgram::layernorm`): gamma (2^fg) and beta
+/// (2^fres) for the residual stream, and gamma and beta divided by the a-bit output's step
+/// s, as `gx` and `bx`, for the requantization to a bits: `gx` multiplies y at 2^`y_bits`
+/// and the result, like `bx`, lands at 2^`x_bits`.
+fn ln_vectors(
+    m: &mut PrivateModel,
+    base: &str,
+    ln: &crate::model::LayerNormW,
+    s: f64,
+    c: &Consts,
+    (y_bits, x_bits): (u32, u32),
+) {
+    m.vectors
+        .insert(format!("{base}.g"), fixed(&ln.gamma, c.fg));
+    m.vectors
+        .insert(format!("{base}.b"), fixed(&ln.beta, c.fres));
+    let scaled = |v: &[f32], bits: i32| -> Vec<i64> {
+        v.iter()
+            .map(|&x| (x as f64 / s * 2f64.powi(bits)).round() as i64)
+            .collect()
+    };
+    m.vectors.insert(
+        format!("{base}.gx"),
+        scaled(&ln.gamma, x_bits as i32 - y_bits as i32),
+    );
+    m.vectors
+        .insert(format!("{base}.bx"), scaled(&ln.beta, x_bits as i32));
+}
+
+/// The classifier `cls` on top of the first `layers` layers of `w`, as P0's private layer
+/// "cls". The head is small: 8-bit weights whatever the body uses. Its input is the
+/// pooler's a-bit tanh output, or (mean pooling) the sum of the last LayerNorm's a-bit
+/// outputs over the sequence, with 1/n and their step folded in.
+pub fn quantize_head(
+    w: &BertWeights,
+    cls: &Linear,
+    c: &Consts,
+    scales: &Scales,
+    layers: usize,
+) -> QLinear {
+    let step = if w.pooler.is_some() {
+        1.0 / c.amax as f64
+    } else {
+        last_scale(scales, layers) / c.n as f64
+    };
+    qlinear(cls, 8, step, (1.0, 0), c.fl)
 }
 
 #[cfg(test)]
@@ -607,11 +662,27 @@ mod tests {
             QuantConfig::parse("w1a4").unwrap(),
             QuantConfig {
                 w_bits: 1,
-                a_bits: 4
+                a_bits: 4,
+                att_bits: 1
             }
         );
+        let m = QuantConfig::parse("w1a8-att8").unwrap();
+        assert_eq!((m.w_bits, m.a_bits, m.att_bits), (1, 8, 8));
+        assert_eq!(m.to_string(), "w1a8-att8");
+        assert_eq!(QuantConfig::parse("w4a8-att4").unwrap().to_string(), "w4a8");
         assert_eq!(QuantConfig::parse("w8a8").unwrap().to_string(), "w8a8");
-        for bad in ["", "w1", "a4", "w0a8", "w1a5", "w9a8", "x1a4"] {
+        for bad in [
+            "",
+            "w1",
+            "a4",
+            "w0a8",
+            "w1a5",
+            "w9a8",
+            "x1a4",
+            "w1a4-att",
+            "w1a4-att9",
+            "w1a4-att0",
+        ] {
             assert!(QuantConfig::parse(bad).is_err(), "{bad}");
         }
     }
@@ -625,25 +696,32 @@ mod tests {
                     &BertConfig::bert_base(),
                     seq,
                 );
-                for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh(), c.w_ln()] {
+                for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh()] {
                     assert!(w.j + w.k <= 32, "{q} {seq} {w:?}");
                 }
-                for w in [c.w_var(), c.w_ya(), c.w_yres()] {
+                for w in [c.w_var(), c.w_yres(), c.w_lnx()] {
                     assert!(w.j + w.k <= 64, "{q} {seq} {w:?}");
                 }
                 let score_bits = if c.scores_in_u32() { 32 } else { 64 };
                 for w in [c.w_exp(), c.w_p()] {
                     assert!(w.j + w.k <= score_bits, "{q} {seq} {w:?}");
                 }
-                // the largest centred score word n 32 2^fc stays inside its ring
+                // the largest centred score word n 64 2^fc stays inside its ring
                 assert!(
-                    (seq as f64 * 32.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64
+                    (seq as f64 * 64.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64
                 );
-                // the exp and p windows cover at least +-32 and +-16 in score units
-                let half = |w: Window| {
-                    2f64.powi((w.j + w.k - 1) as i32) / (seq as f64 * 2f64.powi(c.fc as i32))
-                };
-                assert!(half(c.w_exp()) >= 32.0 && half(c.w_p()) >= 16.0);
+                // the exp window is at least 128 score units wide (step <= 1/2), p's at
+                // least 64 (step <= 1/8)
+                let units = |w: Window| 2f64.powi(w.j as i32) / c.s_scale();
+                assert!(units(c.w_exp()) <= 0.5 && units(c.w_exp()) * 512.0 >= 128.0);
+                assert!(units(c.w_p()) <= 0.125 && units(c.w_p()) * 1024.0 >= 64.0);
+                // ln E: the low window keeps 4 significant bits at E = n 2^fe, the high
+                // one covers n e^sat 2^fe, and the low one does not wrap below the
+                // high one's threshold 8 2^j_hi
+                let (lo, hi) = (c.w_ln_lo(), c.w_ln_hi());
+                assert!((seq as f64 * 2f64.powi(c.fe as i32)) >= 8.0 * 2f64.powi(lo.j as i32));
+                assert!(c.e_max() < 2f64.powi((hi.j + hi.k) as i32) && hi.j + hi.k <= 63);
+                assert!(lo.j + lo.k >= hi.j + 3 + 2);
             }
         }
     }
@@ -669,4 +747,16 @@ mod tests {
         assert!(rs.entries[1] > rs.entries[2]);
     }
     use protocol::ring::Ring;
+
+    #[test]
+    fn percentile_range_clips_tails() {
+        let mut v: Vec<f32> = (0..10_000).map(|i| i as f32 - 5000.0).collect();
+        v.push(1e9);
+        assert_eq!(percentile_range(&mut v.clone(), 0.0), (-5000.0, 1e9));
+        let (lo, hi) = percentile_range(&mut v, 1e-3);
+        assert_eq!((lo, hi), (-4990.0, 4990.0));
+        // the range always contains 0
+        assert_eq!(percentile_range(&mut [2.0, 3.0], 0.0), (0.0, 3.0));
+        assert_eq!(percentile_range(&mut [], 0.1), (0.0, 0.0));
+    }
 }

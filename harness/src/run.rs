@@ -130,37 +130,22 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
 
     // calibration on sequences the client never sends
     let mut crng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.input_seed ^ 0x5eed_ca11);
-    let mut traces = vec![];
-    for _ in 0..spec.calib.max(1) {
-        let toks = random_tokens(&mut crng, &cfg, spec.seq);
-        let mut x = model::embed(&weights, &toks, None)?;
-        let mut tr = vec![];
-        for lw in weights.layers.iter().take(layers) {
-            let t = model::encoder_layer_traced(lw, &x, spec.seq, &cfg, None);
-            x = t.out.clone();
-            tr.push(t);
-        }
-        traces.push(tr);
-    }
-    let scales = quant::calibrate(&traces, &consts);
+    let calib: Vec<Vec<u32>> = (0..spec.calib.max(1))
+        .map(|_| random_tokens(&mut crng, &cfg, spec.seq))
+        .collect();
+    let (embs, traces) = calibration_traces(&weights, &calib, layers)?;
+    let scales = quant::calibrate(&embs, &traces, &consts, 0.0);
     let private = quant::quantize(&weights, &spec.quant, &consts, &scales, layers);
 
     // the client's sentences and their embedding, in the clear on the public table
     let mut irng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.input_seed);
     let mut tokens = vec![];
-    let mut y_a = vec![];
     let mut y_res = vec![];
     let mut float_logits = vec![];
-    let (amax, sy) = (consts.amax, consts.sy());
-    let rs = 2f64.powi(consts.yres_bits() as i32);
     for _ in 0..spec.batch {
         let toks = random_tokens(&mut irng, &cfg, spec.seq);
-        let y = model::embed_normalized(&weights, &toks, None)?;
-        y_a.extend(
-            y.iter()
-                .map(|&v| ((v as f64 / sy).round() as i64).clamp(-amax - 1, amax) as u32),
-        );
-        y_res.extend(y.iter().map(|&v| (v as f64 * rs).round() as i64 as u64));
+        let one = client_input(&weights, &consts, &toks)?;
+        y_res.extend(one.y_res);
         let x = model::embed(&weights, &toks, None)?;
         float_logits.extend(float_head(&weights, &x, spec.seq, layers));
         tokens.extend(toks);
@@ -181,9 +166,48 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
         consts,
         model: Arc::new(private),
         tokens,
-        input: ClientInput { y_a, y_res },
+        input: ClientInput { y_res },
         float_logits,
         model_name,
+    })
+}
+
+/// Per calibration sequence: the embedding LayerNorm's output, and the layers' traces.
+pub type CalibrationTraces = (Vec<Vec<f32>>, Vec<Vec<model::LayerTrace>>);
+
+/// Float embedding outputs and traces of the first `layers` encoder layers for each
+/// calibration sequence (each at its own length), for [`quant::calibrate`].
+pub fn calibration_traces(
+    weights: &BertWeights,
+    seqs: &[Vec<u32>],
+    layers: usize,
+) -> Result<CalibrationTraces> {
+    let mut embs = vec![];
+    let mut traces = vec![];
+    for toks in seqs {
+        let mut x = model::embed(weights, toks, None)?;
+        embs.push(x.clone());
+        let mut tr = vec![];
+        for lw in weights.layers.iter().take(layers) {
+            let t = model::encoder_layer_traced(lw, &x, toks.len(), &weights.config, None);
+            x = t.out.clone();
+            tr.push(t);
+        }
+        traces.push(tr);
+    }
+    Ok((embs, traces))
+}
+
+/// The client's input for one token sequence: its normalised embedding (public table,
+/// computed in the clear) in the residual encoding.
+pub fn client_input(weights: &BertWeights, consts: &Consts, toks: &[u32]) -> Result<ClientInput> {
+    let rs = 2f64.powi(consts.yres_bits() as i32);
+    let y = model::embed_normalized(weights, toks, None)?;
+    Ok(ClientInput {
+        y_res: y
+            .iter()
+            .map(|&v| (v as f64 * rs).round() as i64 as u64)
+            .collect(),
     })
 }
 

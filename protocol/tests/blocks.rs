@@ -797,7 +797,7 @@ fn lut2_case<R: Ring, S: Ring, O: Ring>(
         .collect();
     let t = Table {
         k,
-        signed: false,
+        lo: Some(0),
         entries: entries.clone(),
     };
     let (xs, ys, tt) = (x.clone(), y.clone(), t);

@@ -16,31 +16,41 @@ use rand_core::RngCore;
 /// it; the batch bounds the extra memory).
 const ROT_CHUNK: usize = 4096;
 
-/// A public table over a k-bit window. Entry i holds f at index i read as a signed
-/// (`signed`) or unsigned k-bit number; `signed` only matters for the plaintext
-/// reference's out-of-window statistics.
+/// A public table over a k-bit window. Entry i holds f at the representative of i
+/// (mod 2^k) in [lo, lo + 2^k); `lo` only matters for the plaintext reference's
+/// out-of-window statistics (`None`: the table expects indices outside its range, e.g. the
+/// low window of a value whose high window selects another table there).
 #[derive(Clone, Debug)]
 pub struct Table<O> {
     pub k: u32,
-    pub signed: bool,
+    pub lo: Option<i64>,
     pub entries: Vec<O>,
 }
 
 impl<O: Ring> Table<O> {
-    /// Build a table from f(signed or unsigned index).
+    /// Build a table from f(index) with the index read as a signed or unsigned k-bit
+    /// number.
     pub fn from_fn(k: u32, signed: bool, f: impl Fn(i64) -> i64) -> Self {
-        let n = 1usize << k;
-        let entries = (0..n as i64)
-            .map(|i| {
-                let x = if signed && i >= (n as i64) / 2 {
-                    i - n as i64
-                } else {
-                    i
-                };
-                O::from_i64(f(x))
-            })
+        Self::from_range(k, if signed { -(1i64 << (k - 1)) } else { 0 }, f)
+    }
+
+    /// Build a table from f(index) with the index read in [lo, lo + 2^k).
+    pub fn from_range(k: u32, lo: i64, f: impl Fn(i64) -> i64) -> Self {
+        let n = 1i64 << k;
+        let entries = (0..n)
+            .map(|i| O::from_i64(f((i - lo).rem_euclid(n) + lo)))
             .collect();
-        Table { k, signed, entries }
+        Table {
+            k,
+            lo: Some(lo),
+            entries,
+        }
+    }
+
+    /// The same table without the out-of-window check (see [`Table::lo`]).
+    pub fn unchecked(mut self) -> Self {
+        self.lo = None;
+        self
     }
 }
 
@@ -172,7 +182,12 @@ impl Engine {
     /// The plaintext reference's index: window(x + r) - window(r) mod 2^k, which is
     /// floor(x / 2^j) + carry (carry = 0 without the dealer's masks); also counts indices
     /// that left the table's window.
-    fn plain_index<R: Ring>(&mut self, z: &Masked<R>, w: Window, signed: bool) -> Result<Vec<u32>> {
+    fn plain_index<R: Ring>(
+        &mut self,
+        z: &Masked<R>,
+        w: Window,
+        lo: Option<i64>,
+    ) -> Result<Vec<u32>> {
         let v = need(&z.hat, "value")?;
         let n = v.len();
         let zero = vec![R::ZERO; n];
@@ -188,13 +203,8 @@ impl Engine {
             let low = if w.j == 0 { 0 } else { (1u64 << w.j) - 1 };
             let carry = ((x.to_u64() & low) + (rr.to_u64() & low)) >> w.j;
             let f = (x.to_i64() >> w.j) + carry as i64;
-            let (lo, hi) = if signed {
-                (-(1i64 << (w.k - 1)), 1i64 << (w.k - 1))
-            } else {
-                (0, 1i64 << w.k)
-            };
             self.plain_stats.carries += carry;
-            if f < lo || f >= hi {
+            if lo.is_some_and(|lo| f < lo || f >= lo + (1i64 << w.k)) {
                 self.plain_stats.out_of_window += 1;
             }
             out.push(idx);
@@ -244,7 +254,7 @@ impl Engine {
                 None
             }
             (Role::Plain, _) => {
-                let idx = self.plain_index(z, w, t.signed)?;
+                let idx = self.plain_index(z, w, t.lo)?;
                 Some(idx.iter().map(|&i| t.entries[i as usize]).collect())
             }
             (role, false) => {
@@ -328,8 +338,8 @@ impl Engine {
                 None
             }
             (Role::Plain, _) => {
-                let ix = self.plain_index(zx, wx, t.signed)?;
-                let iy = bcast_rows(&self.plain_index(zy, wy, t.signed)?, rows, cols);
+                let ix = self.plain_index(zx, wx, t.lo)?;
+                let iy = bcast_rows(&self.plain_index(zy, wy, t.lo)?, rows, cols);
                 Some(
                     ix.iter()
                         .zip(&iy)
@@ -403,7 +413,7 @@ impl Engine {
                 None
             }
             (Role::Plain, _) => {
-                let idx = self.plain_index(z, w, false)?;
+                let idx = self.plain_index(z, w, Some(0))?;
                 let t = self.reg.get(name)?.m::<O>()?;
                 Some(idx.iter().map(|&i| t[i as usize]).collect())
             }
