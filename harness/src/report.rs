@@ -4,7 +4,6 @@
 use protocol::account::{Accounting, Phase};
 use protocol::net::PartyId;
 use serde::Serialize;
-use std::io::Write;
 use std::path::Path;
 
 /// One operation kind's costs, summed over layers.
@@ -31,6 +30,32 @@ pub struct LayerRow {
     pub mb_p1_to_p0: f64,
     pub rounds: u32,
     pub dealer_mb: f64,
+}
+
+/// One row of `results/runs.csv` (megabytes to 3 decimals).
+#[derive(Clone, Debug, Serialize)]
+pub struct CsvRow {
+    pub model: String,
+    pub quant: String,
+    pub seq: usize,
+    pub batch: usize,
+    pub layers: usize,
+    pub net: String,
+    pub transport: String,
+    pub lut_mode: String,
+    pub backend: String,
+    pub online_s: f64,
+    pub offline_s: f64,
+    pub online_mb: f64,
+    pub online_mb_p0_to_p1: f64,
+    pub online_mb_p1_to_p0: f64,
+    pub dealer_mb_p0: f64,
+    pub dealer_mb_p1: f64,
+    pub offline_mb: f64,
+    pub rounds: u32,
+    pub verified: Option<bool>,
+    pub max_abs_err_vs_plain: Option<f64>,
+    pub max_abs_err_vs_float: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -191,54 +216,51 @@ impl RunReport {
         }
         s
     }
-
-    pub const CSV_HEADER: &'static str = "model,quant,seq,batch,layers,net,transport,lut_mode,backend,online_s,offline_s,online_mb,online_mb_p0_to_p1,online_mb_p1_to_p0,dealer_mb_p0,dealer_mb_p1,offline_mb,rounds,verified,max_abs_err_vs_plain,max_abs_err_vs_float";
-
-    pub fn csv_row(&self) -> String {
-        let mb = |b: u64| format!("{:.3}", b as f64 / 1e6);
-        format!(
-            "{},{},{},{},{},{},{},{},{},{:.4},{:.4},{},{},{},{},{},{},{},{},{},{:.5}",
-            self.model.replace(',', ";"),
-            self.quant,
-            self.seq,
-            self.batch,
-            self.layers,
-            self.net,
-            self.transport,
-            self.lut_mode,
-            self.backend,
-            self.online_s,
-            self.offline_s,
-            mb(self.online_bytes),
-            mb(self.online_bytes_p0_to_p1),
-            mb(self.online_bytes_p1_to_p0),
-            mb(self.dealer_bytes_p0),
-            mb(self.dealer_bytes_p1),
-            mb(self.offline_bytes),
-            self.rounds,
-            self.verified.map_or("".into(), |v| v.to_string()),
-            self.max_abs_err_vs_plain
-                .map_or("".into(), |v| format!("{v:.5}")),
-            self.max_abs_err_vs_float
-        )
+    /// This run as one row of `results/runs.csv`.
+    pub fn csv_row(&self) -> CsvRow {
+        let mb = |b: u64| (b as f64 / 1e6 * 1e3).round() / 1e3;
+        CsvRow {
+            model: self.model.clone(),
+            quant: self.quant.clone(),
+            seq: self.seq,
+            batch: self.batch,
+            layers: self.layers,
+            net: self.net.clone(),
+            transport: self.transport.clone(),
+            lut_mode: self.lut_mode.clone(),
+            backend: self.backend.clone(),
+            online_s: self.online_s,
+            offline_s: self.offline_s,
+            online_mb: mb(self.online_bytes),
+            online_mb_p0_to_p1: mb(self.online_bytes_p0_to_p1),
+            online_mb_p1_to_p0: mb(self.online_bytes_p1_to_p0),
+            dealer_mb_p0: mb(self.dealer_bytes_p0),
+            dealer_mb_p1: mb(self.dealer_bytes_p1),
+            offline_mb: mb(self.offline_bytes),
+            rounds: self.rounds,
+            verified: self.verified,
+            max_abs_err_vs_plain: self.max_abs_err_vs_plain,
+            max_abs_err_vs_float: self.max_abs_err_vs_float,
+        }
     }
 
-    /// Append a row to a CSV file, writing the header first if the file is new.
-    pub fn append_csv(&self, path: &Path) -> std::io::Result<()> {
+    /// Append this run to a CSV file (header first when the file is new); fields are
+    /// quoted as needed by the `csv` crate.
+    pub fn append_csv(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(d) = path.parent() {
             if !d.as_os_str().is_empty() {
                 std::fs::create_dir_all(d)?;
             }
         }
-        let new = !path.exists();
-        let mut f = std::fs::OpenOptions::new()
+        let new = !path.exists() || std::fs::metadata(path)?.len() == 0;
+        let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        if new {
-            writeln!(f, "{}", Self::CSV_HEADER)?;
-        }
-        writeln!(f, "{}", self.csv_row())
+        let mut w = csv::WriterBuilder::new().has_headers(new).from_writer(f);
+        w.serialize(self.csv_row())?;
+        w.flush()?;
+        Ok(())
     }
 
     /// Write the JSON report atomically (temporary file, then rename).
@@ -247,5 +269,31 @@ impl RunReport {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_quote_fields_with_commas() {
+        let dir = std::env::temp_dir().join(format!("qbert-csv-{}", std::process::id()));
+        let path = dir.join("runs.csv");
+        let r = RunReport {
+            model: "bert-tiny".into(),
+            backend: "cpu (avx512, 2 threads)".into(),
+            verified: Some(true),
+            ..RunReport::default()
+        };
+        r.append_csv(&path).unwrap();
+        r.append_csv(&path).unwrap();
+        let mut rd = csv::Reader::from_path(&path).unwrap();
+        assert_eq!(rd.headers().unwrap().len(), 21);
+        let rows: Vec<csv::StringRecord> = rd.records().map(|x| x.unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[1][8], "cpu (avx512, 2 threads)");
+        assert_eq!(&rows[1][18], "true");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
