@@ -34,3 +34,24 @@ s = readme.read_text()
 s = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + t + m.group(2),
            s, flags=re.S)
 readme.write_text(s)
+
+# the accuracy study (harness eval), between the accuracy markers
+acc = root / "results" / "accuracy.csv"
+if acc.exists():
+    import csv
+    rows = list(csv.DictReader(acc.open()))
+    pct = lambda v: f"{100 * float(v):.1f}" if v not in ("", None) else "-"
+    num = lambda v, f: format(float(v), f) if v not in ("", None) else "-"
+    a = ("| config | head | mode | test snippets | accuracy % | agrees with plaintext % | "
+         "bit-exact % | embedding cosine (mean / worst) | online s per snippet | online MB |\n")
+    a += "|---|---|---|---|---|---|---|---|---|---|\n"
+    for r in rows:
+        cos = (f"{num(r['cos_mean'], '.3f')} / {num(r['cos_worst'], '.3f')}"
+               if r["cos_mean"] else "-")
+        a += (f"| {r['config']} | {r['head']} | {r['mode']} | {r['n']} | {pct(r['accuracy'])} | "
+              f"{pct(r['agreement'])} | {pct(r['verified'])} | {cos} | "
+              f"{num(r['online_s_mean'], '.3f')} | {num(r['online_mb_mean'], '.1f')} |\n")
+    s = readme.read_text()
+    s = re.sub(r"(<!-- accuracy:start -->\n).*?(<!-- accuracy:end -->)",
+               lambda m: m.group(1) + a + m.group(2), s, flags=re.S)
+    readme.write_text(s)
