@@ -141,7 +141,8 @@ pub fn fc_with<W: Word>(simd: Simd, x: &[W], n: usize, w: &PackedSigns) -> Vec<W
     assert_eq!(x.len(), n * d_in, "fc: x.len() != n·d_in");
     let wpc = w.words_per_col();
     assert_eq!(w.words.len(), d_out * wpc, "fc: bad PackedSigns length");
-    if n == 0 || d_out == 0 {
+    // an empty inner dimension gives Y = 0 (and X^T would be empty below)
+    if n == 0 || d_out == 0 || d_in == 0 {
         return vec![W::ZERO; n * d_out];
     }
     #[cfg(target_arch = "x86_64")]

@@ -309,3 +309,22 @@ fn ops_every_backend_same_bits() {
     }
     backend::set_backend(before);
 }
+
+#[test]
+fn fc_with_no_inputs_is_zero_on_every_simd_level() {
+    use kernels::backend::Simd;
+    use kernels::bitfc::{fc_scalar, fc_with, PackedSigns};
+    // n above one register block of rows (512 / BITS) on the portable path
+    for n in [1, 9, 33, 70] {
+        let w = PackedSigns {
+            d_in: 0,
+            d_out: 3,
+            words: vec![],
+        };
+        for simd in Simd::supported() {
+            assert_eq!(fc_with::<u64>(simd, &[], n, &w), vec![0u64; n * 3]);
+            assert_eq!(fc_with::<u16>(simd, &[], n, &w), vec![0u16; n * 3]);
+        }
+        assert_eq!(fc_scalar::<u32>(&[], n, &w), vec![0u32; n * 3]);
+    }
+}
