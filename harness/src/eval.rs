@@ -387,6 +387,30 @@ pub fn evaluate(
         tokens_mean,
         ..AccRow::default()
     });
+    // the published embedding is L2-normalised; the secure head sees the raw mean. Both
+    // heads, for the record:
+    let l2 = |v: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        v.iter()
+            .map(|f| {
+                let n = f.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                f.iter().map(|x| x / n).collect()
+            })
+            .collect()
+    };
+    let l2_head = train_head(
+        &l2(&ftr),
+        &ytr,
+        "minilm-l6 mean-pooled, L2-normalised, float",
+    )?;
+    rows.push(AccRow {
+        config: "float-l2".into(),
+        head: "float".into(),
+        mode: "float".into(),
+        n: yte.len(),
+        accuracy: head_accuracy(&l2_head, &l2(&fte), &yte),
+        tokens_mean,
+        ..AccRow::default()
+    });
     let calib: Vec<Vec<u32>> = data
         .train
         .iter()
