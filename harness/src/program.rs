@@ -1,7 +1,7 @@
 //! The secure BERT program: a post-LayerNorm encoder, pooler and classifier written once
 //! against the engine, run by the dealer, P0, P1 and the plaintext reference alike.
 
-use crate::quant::{name, Consts};
+use crate::quant::{name, Consts, LN_WINDOWS};
 use protocol::account::NO_LAYER;
 use protocol::session::Program;
 use protocol::tensor::Move;
@@ -32,8 +32,8 @@ pub struct ClientInput {
 /// The tables whose output lives in the score ring S.
 pub struct ScoreTables<S: protocol::ring::Ring> {
     req: Table<S>,
-    ln_lo: Table<S>,
-    ln_hi: Table<S>,
+    /// ln E on each window of E (`Consts::w_ln`).
+    ln: Vec<Table<S>>,
     ln_sel: Table<S>,
 }
 
@@ -41,8 +41,7 @@ impl<S: protocol::ring::Ring> ScoreTables<S> {
     fn new(c: &Consts) -> Self {
         ScoreTables {
             req: c.t_requant(c.k_req()),
-            ln_lo: c.t_ln_lo(),
-            ln_hi: c.t_ln_hi(),
+            ln: (0..LN_WINDOWS).map(|i| c.t_ln(i)).collect(),
             ln_sel: c.t_ln_sel(),
         }
     }
@@ -202,17 +201,28 @@ impl BertProgram<'_> {
         let ex = e.lut::<S, u64>(&sm, c.w_exp(), &t.exp)?;
         let esum = e.sum_last(&ex);
         let em = e.open(&esum, Reveal::Both)?;
-        // ln E over two 16-bit windows of E (it spans n .. n e^sat), the high one selected
-        // by a 0/1 table on its own index: L = L_lo + b (L_hi - L_lo)
-        let lo = e.lut(&em, c.w_ln_lo(), &st.ln_lo)?;
-        let hi = e.lut(&em, c.w_ln_hi(), &st.ln_hi)?;
-        let b = e.lut(&em, c.w_ln_hi(), &st.ln_sel)?;
-        let diff = e.sub(&hi, &lo)?;
-        let pb = e.open_start(&b, Reveal::Both)?;
-        let pd = e.open_start(&diff, Reveal::Both)?;
-        let (bm, dm) = (e.open_finish(pb)?, e.open_finish(pd)?);
-        let sel = e.mul_masked(&bm, &dm)?;
-        let lse = e.add(&lo, &sel)?;
+        // ln E over 16-bit windows of E (it spans n .. n e^sat), each higher one selected
+        // by a 0/1 table on its own index: L = L_0 + sum_i b_i (L_i - L_(i-1)), which
+        // telescopes to the highest selected window (selection is monotone in i)
+        let mut ls = Vec::with_capacity(LN_WINDOWS);
+        let mut pend = Vec::with_capacity(2 * LN_WINDOWS);
+        for i in 0..LN_WINDOWS {
+            ls.push(e.lut(&em, c.w_ln(i), &st.ln[i])?);
+            if i > 0 {
+                let b = e.lut(&em, c.w_ln(i), &st.ln_sel)?;
+                let diff = e.sub(&ls[i], &ls[i - 1])?;
+                pend.push((
+                    e.open_start(&b, Reveal::Both)?,
+                    e.open_start(&diff, Reveal::Both)?,
+                ));
+            }
+        }
+        let mut lse = ls.swap_remove(0);
+        for (pb, pd) in pend {
+            let (bm, dm) = (e.open_finish(pb)?, e.open_finish(pd)?);
+            let sel = e.mul_masked(&bm, &dm)?;
+            lse = e.add(&lse, &sel)?;
+        }
         let lm = e.open(&lse, Reveal::Both)?;
         let d = e.sub_masked(&sm, &lm)?;
         let p = e.lut(&d, c.w_p(), &t.p)?;

@@ -64,9 +64,19 @@ impl fmt::Display for QuantConfig {
 /// Where exp saturates (centred-score units). Real attention rows are peaked: in
 /// all-MiniLM-L6-v2 the largest score of a row exceeds the row mean by more than 8 in 8-16 %
 /// of the rows of layers 0 and 1 (by up to 40); below the saturation point the log-sum-exp
-/// and with it every probability of the row is wrong. 15 is what two 16-bit windows of
-/// ln E can cover (see `w_ln_lo`/`w_ln_hi`).
-pub const SAT: f64 = 15.0;
+/// and with it every probability of the row is wrong: keys more than ~6 below the
+/// saturation point get p ~ 1 when the top key saturates. At 15 that was 7.7 % of the
+/// rows of layer 0 (one row in 13 wrong; cosine of the w8a8 embedding 0.93 with float);
+/// at 27, 0.3 % of the rows saturate. 27 is what [`LN_WINDOWS`] 16-bit windows of ln E,
+/// [`LN_SPACING`] bits apart, cover (`w_ln`), and E = n e^27 2^fe still fits Z/2^61
+/// with fe >= 8 for n <= 512.
+pub const SAT: f64 = 27.0;
+
+/// Windows of E read for ln E, and the bits between consecutive windows: window i + 1 is
+/// selected when its index is >= 8 (E >= 2^(j_i + LN_SPACING + 3)), where window i is at
+/// the edge of its 16 bits, so each selected window keeps >= 3 significant bits.
+pub const LN_WINDOWS: usize = 3;
+pub const LN_SPACING: u32 = 13;
 
 /// Fractional bits of P0's gamma / s for the a-bit LayerNorm outputs (applied to y 2^fy:
 /// products stay below 2^60 for |y gamma / s| < 2^12).
@@ -205,18 +215,14 @@ impl Consts {
         let j = (self.s_scale() / 2.0).log2().floor() as u32;
         Window { j, k: 9 }
     }
-    /// Row sums E -> ln E, low part: E >= n 2^fe (Jensen: the centred scores sum to 0),
-    /// so an index step of 2^-3 n 2^fe keeps 4 significant bits at the bottom.
-    pub fn w_ln_lo(&self) -> Window {
+    /// Row sums E -> ln E, window `i` of [`LN_WINDOWS`]: the lowest starts where
+    /// E >= n 2^fe (Jensen: the centred scores sum to 0) keeps 4 significant bits (an
+    /// index step of 2^-3 n 2^fe); window i + 1 is [`LN_SPACING`] bits higher and is
+    /// selected when its index is at least 8.
+    pub fn w_ln(&self, i: usize) -> Window {
         let j = (self.n as f64).log2().floor() as u32 + self.fe - 3;
-        Window { j, k: self.kl }
-    }
-    /// Row sums E -> ln E, high part: 11 bits above the low window, selected when its
-    /// index is at least 8 (E >= 2^(j + 3), well inside the low window's range).
-    pub fn w_ln_hi(&self) -> Window {
-        let lo = self.w_ln_lo();
         Window {
-            j: lo.j + 11,
+            j: j + LN_SPACING * i as u32,
             k: self.kl,
         }
     }
@@ -320,14 +326,17 @@ impl Consts {
             (e.ln() * sc).round() as i64
         })
     }
-    /// The low window wraps for large E, where the selector picks the high one.
-    pub fn t_ln_lo<O: protocol::ring::Ring>(&self) -> Table<O> {
-        self.t_ln_at(self.w_ln_lo()).unchecked()
+    /// ln E on window `i`; every window but the top one wraps for large E, where a
+    /// selector picks a higher one.
+    pub fn t_ln<O: protocol::ring::Ring>(&self, i: usize) -> Table<O> {
+        let t = self.t_ln_at(self.w_ln(i));
+        if i + 1 < LN_WINDOWS {
+            t.unchecked()
+        } else {
+            t
+        }
     }
-    pub fn t_ln_hi<O: protocol::ring::Ring>(&self) -> Table<O> {
-        self.t_ln_at(self.w_ln_hi())
-    }
-    /// 1 where the high window of E is used (index >= 8), else 0.
+    /// 1 where a higher window of E is used (index >= 8), else 0.
     pub fn t_ln_sel<O: protocol::ring::Ring>(&self) -> Table<O> {
         Table::from_fn(self.kl, false, |i| i64::from(i >= 8))
     }
@@ -715,13 +724,21 @@ mod tests {
                 let units = |w: Window| 2f64.powi(w.j as i32) / c.s_scale();
                 assert!(units(c.w_exp()) <= 0.5 && units(c.w_exp()) * 512.0 >= 128.0);
                 assert!(units(c.w_p()) <= 0.125 && units(c.w_p()) * 1024.0 >= 64.0);
-                // ln E: the low window keeps 4 significant bits at E = n 2^fe, the high
-                // one covers n e^sat 2^fe, and the low one does not wrap below the
-                // high one's threshold 8 2^j_hi
-                let (lo, hi) = (c.w_ln_lo(), c.w_ln_hi());
+                // ln E: the low window keeps 4 significant bits at E = n 2^fe, the top
+                // one covers n e^sat 2^fe, and no window wraps below the next one's
+                // threshold 8 2^j_next
+                let (lo, top) = (c.w_ln(0), c.w_ln(LN_WINDOWS - 1));
                 assert!((seq as f64 * 2f64.powi(c.fe as i32)) >= 8.0 * 2f64.powi(lo.j as i32));
-                assert!(c.e_max() < 2f64.powi((hi.j + hi.k) as i32) && hi.j + hi.k <= 63);
-                assert!(lo.j + lo.k >= hi.j + 3 + 2);
+                assert!(c.e_max() < 2f64.powi((top.j + top.k) as i32) && top.j + top.k <= 63);
+                for i in 1..LN_WINDOWS {
+                    assert!(c.w_ln(i - 1).j + c.kl >= c.w_ln(i).j + 3);
+                }
+                // the exp outputs keep >= 8 fractional bits
+                assert!(
+                    c.fe >= 8 && c.e_max() < 2f64.powi(61),
+                    "{q} {seq} fe {}",
+                    c.fe
+                );
             }
         }
     }
