@@ -334,6 +334,8 @@ pub fn run_tapped<P: Program<Output = Vec<i64>>>(
 // ---------------------------------------------------------------------------------------
 // Statistics.
 
+// (used by views.rs, not by every test binary that includes this module)
+#[allow(unused_imports)]
 pub use protocol::stats::{chi2_sf, chi2_two_sample};
 
 /// Histogram of `f(v)` over 256 bins.
