@@ -96,7 +96,7 @@ fn run_recorded(p: &Prepared, master: u64, mode: LutMode) -> Views {
 
 /// Needles must be at least this long ...
 const NEEDLE_MIN: usize = 16;
-/// ... and hold at least this many distinct byte values (see [`needles_of`]).
+/// ... and hold at least this many distinct byte values (see [`Needles::add`]).
 const NEEDLE_DISTINCT: usize = 8;
 /// A window of elements is extended up to this length to reach the distinctness rule.
 const NEEDLE_MAX: usize = 64;
@@ -349,8 +349,8 @@ fn scan_view(who: &str, view: &[Received], needles: &Needles) {
     }
 }
 
-fn bytes(view: &[Received]) -> usize {
-    view.iter().map(|m| m.payload.len()).sum()
+fn bytes<'a>(msgs: impl IntoIterator<Item = &'a Received>) -> usize {
+    msgs.into_iter().map(|m| m.payload.len()).sum()
 }
 
 #[test]
@@ -688,7 +688,7 @@ fn distribution_test(
                 None => first_shape = Some(sh),
                 Some(f) => assert_eq!(f, &sh, "{to}'s view changed shape (run {master})"),
             }
-            let h = hist.get_or_insert_with(|| PosHist::new(bytes_of(&msgs)));
+            let h = hist.get_or_insert_with(|| PosHist::new(bytes(msgs.iter().copied())));
             h.add(s, msgs.iter().flat_map(|m| m.payload.iter().copied()));
             let (k, variants) = pick(p, &msgs);
             assert_eq!(variants.len(), leaks.len());
@@ -714,10 +714,6 @@ fn distribution_test(
             .map(|((name, _), h)| (*name, evaluate(h, alpha)))
             .collect(),
     }
-}
-
-fn bytes_of(msgs: &[&Received]) -> usize {
-    msgs.iter().map(|m| m.payload.len()).sum()
 }
 
 fn report_family(what: &str, f: &Family) {
