@@ -16,6 +16,7 @@ pub mod registry;
 pub mod ring;
 pub mod seed;
 pub mod session;
+pub mod stats;
 pub mod tensor;
 
 pub use account::{Accounting, OpKind, Phase};

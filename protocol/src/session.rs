@@ -6,7 +6,7 @@
 use crate::account::{Accounting, OpKind, Phase, NO_LAYER};
 use crate::engine::{Engine, Role};
 use crate::error::{ProtocolError, Result};
-use crate::net::{LinkConfig, PartyId};
+use crate::net::{LinkConfig, PartyId, Transcripts};
 use crate::registry::PrivateModel;
 use crate::seed::DealerSeeds;
 use std::sync::Arc;
@@ -157,6 +157,27 @@ pub fn run_local<P: Program>(
     model: Arc<PrivateModel>,
     prog: &P,
 ) -> Result<LocalRun<P::Output>> {
+    run_local_with(cfg, model, prog, None)
+}
+
+/// [`run_local`] with every link tapped: `record` gets a copy of every message each party
+/// receives (sender, flight, tag, payload), for the transcript tests. Same messages, same
+/// result as an untapped run.
+pub fn run_local_recorded<P: Program>(
+    cfg: &LocalConfig,
+    model: Arc<PrivateModel>,
+    prog: &P,
+    record: &Transcripts,
+) -> Result<LocalRun<P::Output>> {
+    run_local_with(cfg, model, prog, Some(record))
+}
+
+fn run_local_with<P: Program>(
+    cfg: &LocalConfig,
+    model: Arc<PrivateModel>,
+    prog: &P,
+    record: Option<&Transcripts>,
+) -> Result<LocalRun<P::Output>> {
     let mut p0 = Engine::p0(model);
     let mut p1 = Engine::p1();
     let mut d = Engine::dealer(cfg.seeds.clone());
@@ -167,7 +188,7 @@ pub fn run_local<P: Program>(
         p0.spill_to(dir)?;
         p1.spill_to(dir)?;
     }
-    connect_local(cfg, &mut p0, &mut p1, &mut d)?;
+    connect_local(cfg, &mut p0, &mut p1, &mut d, record)?;
     // The kernels' pool sizes itself from the cores this process may use: build it before
     // any thread is pinned (a pinned thread would make it see one core).
     kernels::backend::prepare();
@@ -231,6 +252,7 @@ fn connect_local(
     p0: &mut Engine,
     p1: &mut Engine,
     d: &mut Engine,
+    record: Option<&Transcripts>,
 ) -> Result<()> {
     use crate::net::{mem_pair, tcp};
     let pairs = [
@@ -255,10 +277,16 @@ fn connect_local(
                 (ea, eb)
             }
         };
-        let mut put = |p: PartyId, t| match p {
-            PartyId::P0 => p0.ctx.connect(t),
-            PartyId::P1 => p1.ctx.connect(t),
-            PartyId::Dealer => d.ctx.connect(t),
+        let mut put = |p: PartyId, t| {
+            let t = match record {
+                Some(r) => r.tap(p, t),
+                None => t,
+            };
+            match p {
+                PartyId::P0 => p0.ctx.connect(t),
+                PartyId::P1 => p1.ctx.connect(t),
+                PartyId::Dealer => d.ctx.connect(t),
+            }
         };
         put(a, ea);
         put(b, eb);

@@ -64,6 +64,7 @@ mod frame;
 mod link;
 mod mem;
 mod profile;
+mod tap;
 pub mod tcp;
 
 pub use error::NetError;
@@ -71,6 +72,7 @@ pub use frame::{HEADER_LEN, HELLO_TAG, MAGIC};
 pub use link::MAX_IN_FLIGHT;
 pub use mem::{mem_pair, try_mem_pair, MemTransport};
 pub use profile::NetProfile;
+pub use tap::{Received, Transcripts};
 
 /// Version carried in every frame header; peers must agree.
 pub const PROTOCOL_VERSION: u16 = 1;
