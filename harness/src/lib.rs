@@ -9,4 +9,5 @@ pub mod party;
 pub mod program;
 pub mod quant;
 pub mod report;
+pub mod resources;
 pub mod run;
