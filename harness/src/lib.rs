@@ -3,6 +3,8 @@
 
 pub mod assets;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod model;
 pub mod party;
