@@ -57,7 +57,9 @@ fn a_huge_layer_count_is_an_error_not_a_reservation() {
         ln_eps: 1e-12,
         pooling: Pooling::Mean,
     };
-    let bytes = BertWeights::random(&tiny, 1).to_safetensors_bytes().unwrap();
+    let bytes = BertWeights::random(&tiny, 1)
+        .to_safetensors_bytes()
+        .unwrap();
     let huge = BertConfig {
         layers: 1 << 50,
         ..tiny.clone()

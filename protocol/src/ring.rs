@@ -109,7 +109,11 @@ pub fn unpack_bits<'a>(
     what: &'static str,
 ) -> Result<(Vec<u32>, &'a [u8])> {
     if !(1..=32).contains(&k) {
-        return Err(malformed(from, what, format!("index width {k} outside 1..=32")));
+        return Err(malformed(
+            from,
+            what,
+            format!("index width {k} outside 1..=32"),
+        ));
     }
     let need = n
         .checked_mul(k as usize)

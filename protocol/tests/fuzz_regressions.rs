@@ -43,7 +43,13 @@ fn message_inputs() {
 #[test]
 fn index_bits_with_a_huge_count_are_an_error() {
     use protocol::{ring, PartyId, ProtocolError};
-    for (n, k) in [(usize::MAX, 32), (usize::MAX / 3, 7), (1 << 62, 4), (3, 0), (3, 33)] {
+    for (n, k) in [
+        (usize::MAX, 32),
+        (usize::MAX / 3, 7),
+        (1 << 62, 4),
+        (3, 0),
+        (3, 33),
+    ] {
         match ring::unpack_bits(&[0u8; 64], n, k, PartyId::P0, "index bits") {
             Err(ProtocolError::Malformed { .. }) => {}
             other => panic!("n {n} k {k}: expected Malformed, got {other:?}"),
