@@ -35,6 +35,7 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     [ -x "$bin_dir/$t" ] || { echo "no fuzz target $t in $bin_dir" >&2; exit 2; }
     out=$(mktemp)
+    start=$(date +%s)
     set +e
     nice -n 19 "$bin_dir/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
         -max_total_time="$secs" -rss_limit_mb="$rss" -malloc_limit_mb="$rss" \
@@ -42,8 +43,9 @@ for t in "${targets[@]}"; do
         -artifact_prefix="fuzz/artifacts/$t/" >"$out" 2>&1
     rc=$?
     set -e
+    took=$(($(date +%s) - start))
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo 0)
-    took=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo 0)
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo 0)
     if [ "$rc" -eq 0 ]; then
         result=ok
     else
@@ -51,7 +53,7 @@ for t in "${targets[@]}"; do
         grep -m 5 -E "panicked|ERROR: libFuzzer|out-of-memory|malloc\(" "$out" || true
         status=1
     fi
-    line=$(printf '%-12s %8s %12s %10s %s' "$t" "$secs" "$execs" "$took" "$result")
+    line=$(printf '%-12s %8s %12s %10s %s' "$t" "$took" "$execs" "$rate" "$result")
     echo "$line"
     echo "$(date -u +%FT%TZ) $line" >>"$log"
     rm -f "$out"

@@ -114,3 +114,21 @@ fn declared_sizes_beyond_the_file_are_errors() {
         assert!(BertWeights::from_safetensors_bytes(&bytes[..cut], &cfg).is_err());
     }
 }
+
+/// Found by the `config` target: `--net 2e-204bps,3417s` parsed (the bandwidth is
+/// positive), then the first frame's modelled delivery time overflowed a `Duration` and
+/// the send panicked. Bandwidths below 1 bit/s are now refused by the parser.
+#[test]
+fn a_tiny_bandwidth_is_refused_by_the_parser() {
+    use protocol::net::{NetError, NetProfile};
+    for s in [
+        "0.00200000000999534e-0204bps,3417s",
+        "1e-300,1ms",
+        "0.1bps,1ms",
+    ] {
+        match NetProfile::parse(s) {
+            Err(NetError::BadProfile { reason, .. }) => assert!(reason.contains("1 bit/s")),
+            other => panic!("{s}: expected BadProfile, got {other:?}"),
+        }
+    }
+}
