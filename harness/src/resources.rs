@@ -14,7 +14,7 @@
 //! depend on the activation bits and the table mode and were fitted by least squares to
 //! measured runs (bert-tiny at 8/32/96 tokens and MiniLM-L6 at 8/32 tokens, 1-2 layers,
 //! batch 1-2; `harness/tests/resources.rs::measure_material_grid`). On those runs the
-//! estimate is within 0.7 % (DPF/auto tables); on bert-base w1a4 seq 128 (not fitted) it
+//! estimate is within 0.3 %; on bert-base w1a4 seq 128 (not fitted) it
 //! gives 2.19 / 2.72 GB against the measured 2.188 / 2.716 GB. The rotated-table mode is
 //! within ~1 % at 4 activation bits; at 8 bits it was fitted on bert-tiny only.
 //!
@@ -86,11 +86,12 @@ pub struct Estimate {
     pub dealer_p1: u64,
     /// Peak resident memory of `harness bert` (three parties in one process), material
     /// held in memory. Measured peaks (VmHWM, w1a4 unless noted; estimate in brackets):
-    /// bert-tiny 1 layer seq 8: 112 MB (154 MB); bert-tiny 2 layers seq 96: 368 MB
-    /// (398 MB); bert-tiny w1a8 2 layers seq 96 batch 2: 844 MB (823 MB); MiniLM 2 layers
-    /// seq 64: 867 MB (850 MB); MiniLM 6 layers seq 128: 4.38 GB (4.62 GB); bert-base
-    /// 12 layers seq 128 (README): ~14 GB (13.9 GB). Within 10 % once the material
-    /// exceeds ~100 MB; small runs are overestimated (the base term dominates).
+    /// bert-tiny 1 layer seq 8: 112 MB (150 MB); bert-tiny 2 layers seq 96: 368 MB
+    /// (410 MB); bert-tiny w1a8 2 layers seq 96 batch 2: 844 MB (850 MB); MiniLM 2 layers
+    /// seq 64: 867 MB (870 MB); MiniLM 6 layers seq 128: 4.38 GB (4.62 GB); bert-base
+    /// 12 layers seq 128 (README): ~14 GB (13.87 GB). Within ~10 % once the material
+    /// exceeds ~100 MB (+20 % with rotated tables); small runs are overestimated (the
+    /// base term dominates). See `results/reliability.md`.
     pub peak_in_process: u64,
     /// The same with `--spill`. Measured: MiniLM 6 layers seq 128 peaks at 4.17 GB
     /// spilled against 4.38 GB in memory, so spilling saves only ~5 % in one process
