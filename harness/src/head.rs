@@ -62,17 +62,21 @@ impl Head {
 
     pub fn load(path: &Path, dim: usize) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let h: Head = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not a head file", path.display()))?;
+        Self::from_json(&bytes, dim).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses a head file's bytes (untrusted): JSON of a [`Head`] with `dim` finite
+    /// weights and a finite bias, else an error (never a panic).
+    pub fn from_json(bytes: &[u8], dim: usize) -> Result<Self> {
+        let h: Head = serde_json::from_slice(bytes).context("not a head file")?;
         if h.w.len() != dim {
             bail!(
-                "{}: head has {} inputs, the model's embedding has {dim}",
-                path.display(),
+                "head has {} inputs, the model's embedding has {dim}",
                 h.w.len()
             );
         }
         if !h.b.is_finite() || h.w.iter().any(|v| !v.is_finite()) {
-            bail!("{}: head has non-finite weights", path.display());
+            bail!("head has non-finite weights");
         }
         Ok(h)
     }

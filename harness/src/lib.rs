@@ -3,10 +3,13 @@
 
 pub mod assets;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod model;
 pub mod party;
 pub mod program;
 pub mod quant;
 pub mod report;
+pub mod resources;
 pub mod run;

@@ -164,6 +164,20 @@ struct BertArgs {
     /// CPU SIMD) | cpu | gpu | scalar (the reference loops)
     #[arg(long, env = "HARNESS_BACKEND", default_value = "auto")]
     backend: String,
+    /// Skip the check that the estimated memory (and disk, with --spill) fits this machine
+    #[arg(long)]
+    no_resource_check: bool,
+}
+
+/// Estimates the run's dealer material and peak memory, prints the estimate and refuses a
+/// run that does not fit (unless --no-resource-check).
+fn preflight(a: &BertArgs, spec: &RunSpec, process: harness::resources::Process) -> Result<()> {
+    if a.no_resource_check {
+        return Ok(());
+    }
+    let est = harness::resources::preflight(spec, process)?;
+    eprintln!("estimate: {est}");
+    Ok(())
 }
 
 #[derive(Args, Clone, Debug)]
@@ -232,6 +246,7 @@ fn progress_bar(layers: usize, quiet: bool) -> ProgressBar {
 
 fn bert(a: &BertArgs) -> Result<()> {
     let spec = spec_of(a)?;
+    preflight(a, &spec, harness::resources::Process::InProcess)?;
     let preset = match &spec.model {
         ModelSource::Random(n) | ModelSource::File(_, n) => n.clone(),
     };
@@ -343,7 +358,11 @@ fn main() {
             &p.p0,
             &p.p1,
             std::time::Duration::from_secs(p.connect_timeout),
-            &match spec_of(&p.bert) {
+            &match spec_of(&p.bert).and_then(|s| {
+                let role: protocol::PartyId = p.role.parse().map_err(anyhow::Error::msg)?;
+                let process = harness::resources::Process::Party(role.to_u8() as usize);
+                preflight(&p.bert, &s, process).map(|()| s)
+            }) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -100,29 +100,23 @@ fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
 
 /// Load or generate the model, calibrate, quantize, and embed the client's input.
 pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    // Shapes are checked against the preset before the model is loaded or anything is
+    // sized by them.
+    let name = match &spec.model {
+        ModelSource::Random(name) | ModelSource::File(_, name) => name,
+    };
+    let cfg = preset(name)?;
+    let layers = spec.layers.unwrap_or(cfg.layers);
+    crate::resources::check_shape(&cfg, layers, spec.seq, spec.batch)?;
     let (weights, model_name) = match &spec.model {
-        ModelSource::Random(name) => {
-            let cfg = preset(name)?;
-            (BertWeights::random(&cfg, spec.model_seed), name.clone())
-        }
-        ModelSource::File(path, name) => {
-            let cfg = preset(name)?;
+        ModelSource::Random(name) => (BertWeights::random(&cfg, spec.model_seed), name.clone()),
+        ModelSource::File(path, _) => {
             let w = BertWeights::from_safetensors(path, &cfg)
                 .with_context(|| format!("loading {}", path.display()))?;
             (w, path.display().to_string())
         }
     };
     let cfg = weights.config.clone();
-    let layers = spec.layers.unwrap_or(cfg.layers);
-    if layers > cfg.layers {
-        bail!("--layers {layers}: the model has {}", cfg.layers);
-    }
-    if spec.seq == 0 || spec.seq > cfg.max_pos {
-        bail!("--seq {}: must be 1..={}", spec.seq, cfg.max_pos);
-    }
-    if spec.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     if weights.classifier.is_none() {
         bail!("the model has no classifier head");
     }

@@ -10,6 +10,8 @@ pub mod blocks;
 pub mod ctx;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod prep;
 pub mod registry;

@@ -104,7 +104,12 @@ impl<W: Ring> Prep for Keys<W> {
     fn get(buf: &mut &[u8]) -> Result<Self> {
         let n = get_u64(buf)? as usize;
         let k = take(buf, 1)?[0] as u32;
-        let mut keys = Vec::with_capacity(n.min(1 << 24));
+        // `n` is read from the file: reserve no more keys than its bytes can hold.
+        let most = match (1..=kernels::dpf::MAX_K).contains(&k) {
+            true => buf.len() / kernels::dpf::key_bytes(k, W::BITS),
+            false => 0,
+        };
+        let mut keys = Vec::with_capacity(n.min(most));
         for _ in 0..n {
             let (key, used) = DpfKey::<W>::read_from(k, buf).map_err(|e| bad(e.to_string()))?;
             *buf = &buf[used..];

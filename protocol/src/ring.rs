@@ -99,7 +99,8 @@ pub fn pack_bits(idx: &[u32], k: u32, out: &mut Vec<u8>) {
     }
 }
 
-/// Inverse of [`pack_bits`]; errors if `buf` is too short.
+/// Inverse of [`pack_bits`]; errors if `k` is outside 1..=32 or `buf` is too short
+/// (checked before allocating; `n · k` may not overflow).
 pub fn unpack_bits<'a>(
     buf: &'a [u8],
     n: usize,
@@ -107,7 +108,17 @@ pub fn unpack_bits<'a>(
     from: PartyId,
     what: &'static str,
 ) -> Result<(Vec<u32>, &'a [u8])> {
-    let need = (n * k as usize).div_ceil(8);
+    if !(1..=32).contains(&k) {
+        return Err(malformed(
+            from,
+            what,
+            format!("index width {k} outside 1..=32"),
+        ));
+    }
+    let need = n
+        .checked_mul(k as usize)
+        .ok_or_else(|| malformed(from, what, "length overflow".into()))?
+        .div_ceil(8);
     if buf.len() < need {
         return Err(malformed(
             from,
@@ -158,6 +169,11 @@ mod tests {
             }
         }
         assert!(unpack_bits(&[1, 2], 3, 12, PartyId::P0, "t").is_err());
+        // Found by fuzzing (fuzz/ message target): n * k overflowed (a panic with
+        // overflow checks, a wrong length check without).
+        assert!(unpack_bits(&[1, 2], usize::MAX / 2, 12, PartyId::P0, "t").is_err());
+        assert!(unpack_bits(&[1, 2], 1, 0, PartyId::P0, "t").is_err());
+        assert!(unpack_bits(&[0; 16], 1, 64, PartyId::P0, "t").is_err());
     }
 
     #[test]

@@ -276,7 +276,10 @@ impl BertWeights {
             )?,
             ln: r.layer_norm(&format!("{p}embeddings.LayerNorm"), h)?,
         };
-        let mut layers = Vec::with_capacity(c.layers);
+        // `c.layers` may come from the file's own metadata (`stored_config`): reserve no
+        // more than a real model has, a missing layer is an error below (found by fuzzing:
+        // a huge `layers` overflowed the reservation).
+        let mut layers = Vec::with_capacity(c.layers.min(1024));
         for i in 0..c.layers {
             let l = format!("{p}encoder.layer.{i}");
             layers.push(LayerWeights {

@@ -61,6 +61,8 @@ use std::time::Duration;
 
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod mem;
 mod profile;

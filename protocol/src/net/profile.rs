@@ -93,13 +93,16 @@ impl NetProfile {
 
     /// Modelled one-way time of a message of `bytes` bytes: `rtt/2 + 8·bytes/bandwidth`.
     pub fn one_way_time(&self, bytes: usize) -> Duration {
-        self.rtt / 2 + self.serialization_time(bytes)
+        (self.rtt / 2).saturating_add(self.serialization_time(bytes))
     }
 
     /// Time the link is busy sending `bytes` bytes: `8·bytes/bandwidth` (zero if unlimited).
     pub fn serialization_time(&self, bytes: usize) -> Duration {
         match self.bandwidth_bps {
-            Some(bw) => Duration::from_secs_f64(8.0 * bytes as f64 / bw),
+            // Saturates rather than panics on an absurd size or bandwidth.
+            Some(bw) => {
+                Duration::try_from_secs_f64(8.0 * bytes as f64 / bw).unwrap_or(Duration::MAX)
+            }
             None => Duration::ZERO,
         }
     }
@@ -164,8 +167,10 @@ fn parse_bandwidth(s: &str) -> Result<Option<f64>, String> {
         }
     };
     let bw = v * mult;
-    if bw <= 0.0 || !bw.is_finite() {
-        return Err(format!("bandwidth must be positive, got {s:?}"));
+    // At least 1 bit/s: below, the modelled delivery time of a frame overflows a
+    // Duration (found by fuzzing: "2e-204bps" made every send panic).
+    if !(bw >= 1.0 && bw.is_finite()) {
+        return Err(format!("bandwidth must be at least 1 bit/s, got {s:?}"));
     }
     Ok(Some(bw))
 }
@@ -252,6 +257,9 @@ mod tests {
             "1,2,3",
             "e9,1ms",
             "1.2.3mbps,1ms",
+            // Found by fuzzing: a positive but tiny bandwidth made every send panic.
+            "2e-204bps,3417s",
+            "0.5bps,1ms",
         ] {
             match NetProfile::parse(s) {
                 Err(NetError::BadProfile { input, .. }) => assert_eq!(input, s),
@@ -267,5 +275,8 @@ mod tests {
         assert_eq!(p.one_way_time(125_000), Duration::from_millis(110));
         assert_eq!(p.one_way_time(0), Duration::from_millis(10));
         assert_eq!(NetProfile::none().one_way_time(1 << 30), Duration::ZERO);
+        // The slowest link accepted, the largest frame: a finite time, no panic.
+        let slow = NetProfile::parse("1bps,3600s").unwrap();
+        assert!(slow.one_way_time(usize::MAX) >= Duration::from_secs(1 << 40));
     }
 }

@@ -1,0 +1,149 @@
+//! Resource estimates against measured runs, and the refusal when a run would not fit.
+
+use harness::quant::QuantConfig;
+use harness::run::{run, ModelSource, RunSpec};
+use protocol::net::NetProfile;
+use protocol::LutMode;
+
+fn spec(
+    model: &str,
+    layers: usize,
+    seq: usize,
+    batch: usize,
+    quant: &str,
+    lut: LutMode,
+) -> RunSpec {
+    RunSpec {
+        model: ModelSource::Random(model.into()),
+        layers: Some(layers),
+        seq,
+        batch,
+        quant: QuantConfig::parse(quant).unwrap(),
+        net: NetProfile::none(),
+        dealer_seed: Some(5),
+        lut_mode: lut,
+        verify: false,
+        calib: 1,
+        ..RunSpec::default()
+    }
+}
+
+/// Prints measured dealer material for a grid of small runs (the data the estimate's
+/// coefficients were fitted to). Not a check: run by hand with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_material_grid() {
+    for lut in [LutMode::Auto, LutMode::Dpf, LutMode::Rotated] {
+        for quant in ["w1a4", "w1a8"] {
+            for (model, seqs) in [
+                ("bert-tiny", &[8usize, 32, 96][..]),
+                ("minilm-l6", &[8, 32][..]),
+            ] {
+                for &seq in seqs {
+                    for (layers, batch) in [(1, 1), (2, 1), (1, 2)] {
+                        let r = run(&spec(model, layers, seq, batch, quant, lut), None).unwrap();
+                        println!(
+                            "MEASURE {model} {quant} {lut:?} layers={layers} seq={seq} batch={batch} p0={} p1={}",
+                            r.dealer_bytes_p0, r.dealer_bytes_p1
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Peak resident memory of one in-process run given by `QBERT_MEASURE=model,layers,seq,
+/// batch,quant,lut[,spill]` (one run per process: the high-water mark is per process).
+/// Not a check: run by hand with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_peak() {
+    let Ok(m) = std::env::var("QBERT_MEASURE") else {
+        return;
+    };
+    let f: Vec<&str> = m.split(',').collect();
+    let lut = match f[5] {
+        "dpf" => LutMode::Dpf,
+        "rotated" => LutMode::Rotated,
+        _ => LutMode::Auto,
+    };
+    let mut s = spec(
+        f[0],
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+        f[4],
+        lut,
+    );
+    if f.len() > 6 {
+        s.spill = Some(std::env::temp_dir().join("qbert-measure-spill"));
+    }
+    let r = run(&s, None).unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap()
+        .to_string();
+    println!(
+        "PEAK {m} p0={} p1={} {hwm}",
+        r.dealer_bytes_p0, r.dealer_bytes_p1
+    );
+}
+
+/// The estimate against a fresh measured run of a shape it was not fitted to.
+#[test]
+fn estimate_is_close_to_a_measured_small_run() {
+    for (model, layers, seq, batch, quant) in [
+        ("bert-tiny", 1, 20, 2, "w4a8"),
+        ("minilm-l6", 1, 12, 1, "w1a4"),
+    ] {
+        let s = spec(model, layers, seq, batch, quant, LutMode::Auto);
+        let est = harness::resources::estimate_spec(&s).unwrap();
+        let r = run(&s, None).unwrap();
+        for (e, m) in [
+            (est.dealer_p0, r.dealer_bytes_p0),
+            (est.dealer_p1, r.dealer_bytes_p1),
+        ] {
+            let rel = (e as f64 - m as f64).abs() / m as f64;
+            assert!(rel < 0.02, "{model} seq {seq}: estimate {e}, measured {m}");
+        }
+    }
+}
+
+/// `harness bert` refuses a run above an (injected) memory limit before starting it,
+/// naming the estimate and the limit; `--no-resource-check` lets it through.
+#[test]
+fn cli_refuses_a_run_above_the_memory_limit() {
+    let run_cli = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args([
+                "bert",
+                "--model",
+                "bert-tiny",
+                "--layers",
+                "1",
+                "--seq",
+                "8",
+                "--quiet",
+            ])
+            .args(["--net", "none", "--verify", "false", "--csv", "/dev/null"])
+            .args(extra)
+            .env("QBERT_MEM_LIMIT", "1M")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run_cli(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("0.00 GB is available") && err.contains("needs about 0.1"),
+        "{err}"
+    );
+    let (ok, err) = run_cli(&["--no-resource-check"]);
+    assert!(ok, "{err}");
+}
