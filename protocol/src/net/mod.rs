@@ -65,6 +65,7 @@ mod link;
 mod mem;
 mod profile;
 pub mod tcp;
+pub mod tls;
 
 pub use error::NetError;
 pub use frame::{HEADER_LEN, HELLO_TAG, MAGIC};
@@ -211,3 +212,5 @@ impl Default for LinkConfig {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
