@@ -6,6 +6,19 @@ use crate::net::NetError;
 pub enum ProtocolError {
     #[error("network: {0}")]
     Net(#[from] NetError),
+    /// A link failed: names the peer (closed, stalled past the timeout, garbage, TLS).
+    #[error("link with {peer}: {source}")]
+    Link {
+        peer: crate::net::PartyId,
+        #[source]
+        source: NetError,
+    },
+    /// The session handshake found a difference (or an unreadable announcement).
+    #[error("handshake with {peer}: {detail}")]
+    Handshake {
+        peer: crate::net::PartyId,
+        detail: String,
+    },
     #[error("malformed message from {from:?} in {what}: {detail}")]
     Malformed {
         from: crate::net::PartyId,

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod ctx;
 pub mod engine;
 pub mod error;
+pub mod handshake;
 pub mod net;
 pub mod prep;
 pub mod registry;

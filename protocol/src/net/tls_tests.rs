@@ -225,3 +225,36 @@ fn keygen_writes_a_private_key_and_the_files_load() {
     assert!(TlsSetup::load(&dir, PartyId::Dealer).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_dealer_frame_of_another_session_is_refused_mid_stream() {
+    use super::frame::FrameHeader;
+    use std::io::Read;
+    let c = cfg();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let session = c.session;
+    let h = thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&FrameHeader::hello(session, PartyId::Dealer).encode())
+            .unwrap();
+        let mut b = [0u8; HEADER_LEN];
+        s.read_exact(&mut b).unwrap();
+        let good = FrameHeader::new(session, PartyId::Dealer, 0, 5, 2);
+        s.write_all(&good.encode()).unwrap();
+        s.write_all(&[1, 2]).unwrap();
+        let other = FrameHeader::new(session + 1, PartyId::Dealer, 0, 6, 2);
+        s.write_all(&other.encode()).unwrap();
+        s.write_all(&[3, 4]).unwrap();
+        thread::sleep(Duration::from_millis(200));
+    });
+    let mut t = l.accept(PartyId::P0, PartyId::Dealer, &c).unwrap();
+    assert_eq!(t.recv().unwrap().payload, vec![1, 2]);
+    match t.recv() {
+        Err(NetError::SessionMismatch { ours, theirs }) => {
+            assert_eq!((ours, theirs), (session, session + 1))
+        }
+        other => panic!("expected SessionMismatch, got {other:?}"),
+    }
+    h.join().unwrap();
+}
