@@ -85,7 +85,7 @@ pub enum NetError {
 impl From<io::Error> for NetError {
     fn from(e: io::Error) -> Self {
         if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            return NetError::Tls(t.to_string());
+            return NetError::Tls(super::tls::describe(t));
         }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetError::Timeout,

@@ -57,6 +57,13 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 fingerprint of a PEM certificate.
+pub fn pem_fingerprint(pem: &str) -> Result<String, NetError> {
+    let c = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| NetError::Tls(format!("not a PEM certificate: {e}")))?;
+    Ok(fingerprint(&c))
+}
+
 /// A fresh key pair and self-signed certificate for `role`, as PEM: (key, certificate).
 /// The certificate names the role (`qbert-p0`, ...) for people reading it; what the
 /// peers check is the pinned certificate itself, not the name.
@@ -269,7 +276,18 @@ impl TlsSetup {
 }
 
 fn tls_err(e: rustls::Error) -> NetError {
-    NetError::Tls(e.to_string())
+    NetError::Tls(describe(&e))
+}
+
+/// A rustls error for people: our own refusals (certificate not pinned) are shown as
+/// written, not as the debug form rustls gives `CertificateError::Other`.
+pub fn describe(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(o)) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A verifier that accepts exactly the pinned end-entity certificates (and checks the
