@@ -117,31 +117,29 @@ pub fn run_party(o: &PartyOptions, spec: &RunSpec) -> Result<()> {
     let mut link = LinkConfig::new(spec.session, spec.net.clone());
     link.recv_timeout = Some(spec.timeout);
     let links = connect_links(me, &o.p0, &o.p1, None, &link, &sec, o.connect_timeout)?;
-    let report = run_on_links(me, links, spec, &prep, sec.label())?;
+    let report = run_on_links(me, links, spec, &prep, sec.label(), o.json.as_deref())?;
     println!("== {me}");
     print!("{}", report.render());
     if report.verified == Some(false) {
         bail!("verification failed: secure logits differ from the plaintext model with the same carries");
-    }
-    if let Some(path) = &o.json {
-        report
-            .write_json(path)
-            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
 /// Runs this party's side of the inference over connected `links` (handshake, register,
 /// offline, online, then an exchange of the parties' counters so that each can report
-/// the whole run). `transport` names the links in the report. A peer that closes,
-/// stalls past `spec.timeout` or sends garbage ends it with an error naming the peer.
-/// Communicates.
+/// the whole run). `transport` names the links in the report. With `json`, the report
+/// is written there atomically once the run has succeeded (and verified, where P1 can):
+/// a failed run leaves no file. A peer that closes, stalls past `spec.timeout` or sends
+/// garbage ends the run with an error naming the peer; the links are closed and the
+/// writer threads joined when this returns. Communicates.
 pub fn run_on_links(
     me: PartyId,
     links: Vec<Box<dyn Transport>>,
     spec: &RunSpec,
     prep: &Prepared,
     transport: &str,
+    json: Option<&std::path::Path>,
 ) -> Result<RunReport> {
     let mut e = match me {
         PartyId::P0 => Engine::p0(prep.model.clone()),
@@ -211,6 +209,11 @@ pub fn run_on_links(
                 protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
             report.verified = Some(same.as_ref() == Some(&logits));
         }
+    }
+    if let (Some(path), false) = (json, report.verified == Some(false)) {
+        report
+            .write_json(path)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
 }

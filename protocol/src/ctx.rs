@@ -90,7 +90,7 @@ impl Ctx {
                 tag,
                 payload,
             })
-            .map_err(|source| ProtocolError::Link { peer: to, source })?;
+            .map_err(|error| ProtocolError::Link { peer: to, error })?;
         Ok(())
     }
 
@@ -100,7 +100,7 @@ impl Ctx {
         let m = self
             .link(from)?
             .recv()
-            .map_err(|source| ProtocolError::Link { peer: from, source })?;
+            .map_err(|error| ProtocolError::Link { peer: from, error })?;
         if m.tag != tag {
             return Err(ProtocolError::OutOfSync {
                 expected: tag as u64,
@@ -117,7 +117,7 @@ impl Ctx {
         for l in self.links.iter_mut().flatten() {
             let peer = l.peer();
             l.flush()
-                .map_err(|source| ProtocolError::Link { peer, source })?;
+                .map_err(|error| ProtocolError::Link { peer, error })?;
         }
         Ok(())
     }

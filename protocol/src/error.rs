@@ -7,11 +7,12 @@ pub enum ProtocolError {
     #[error("network: {0}")]
     Net(#[from] NetError),
     /// A link failed: names the peer (closed, stalled past the timeout, garbage, TLS).
-    #[error("link with {peer}: {source}")]
+    /// (The link error is part of the message, not a `source`, so that chains of
+    /// causes do not print it twice.)
+    #[error("link with {peer}: {error}")]
     Link {
         peer: crate::net::PartyId,
-        #[source]
-        source: NetError,
+        error: NetError,
     },
     /// The session handshake found a difference (or an unreadable announcement).
     #[error("handshake with {peer}: {detail}")]

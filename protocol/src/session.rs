@@ -212,7 +212,7 @@ pub fn run_local<P: Program>(
                     e,
                     ProtocolError::Net(crate::net::NetError::PeerClosed)
                         | ProtocolError::Link {
-                            source: crate::net::NetError::PeerClosed,
+                            error: crate::net::NetError::PeerClosed,
                             ..
                         }
                 )
