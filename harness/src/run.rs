@@ -295,29 +295,23 @@ pub fn transport_label(t: LocalTransport) -> &'static str {
 }
 
 /// What the parties agree on before the first protocol message (see
-/// `protocol::handshake`): the session, the model (its preset name and P0's commitment to
-/// the quantized weights; every party of this harness derives the model from the same
-/// seed or file, so P1 and the dealer check P0's commitment against the hash of the model
-/// they derived), the quantization and table mode, the fixed-point constants, the
-/// shapes, the sequence length and the batch. Per-party settings (network emulation,
+/// `protocol::handshake`): the session, the model's preset name, the quantization and
+/// table mode, the shapes, the sequence length and the batch, the fixed-point constants,
+/// and P0's commitment to the quantized weights (every party of this harness derives the
+/// model from the same seed or file, so P1 and the dealer check P0's commitment against
+/// the hash of the model they derived; they never receive the weights). Per-party settings (network emulation,
 /// backend, spill, timeouts, seeds) are not compared.
 pub fn hello_of(spec: &RunSpec, prep: &Prepared) -> Handshake {
     let sh = &prep.shapes;
     let shape_name = match &spec.model {
         ModelSource::Random(n) | ModelSource::File(_, n) => n.clone(),
     };
+    // the derived values last: a different sequence length also changes the constants
+    // and the quantized weights, and the first difference reported should be the cause
     Handshake::new(spec.session)
         .field("model shapes", shape_name)
-        .field(
-            "model commitment",
-            protocol::handshake::model_commitment(&prep.model),
-        )
         .field("quantization", &spec.quant)
         .field("table mode", format!("{:?}", spec.lut_mode).to_lowercase())
-        .field(
-            "fixed-point constants",
-            blake3::hash(format!("{:?}", prep.consts).as_bytes()).to_hex(),
-        )
         .field("layers", sh.layers)
         .field("hidden size", sh.hidden)
         .field("heads", sh.heads)
@@ -326,6 +320,14 @@ pub fn hello_of(spec: &RunSpec, prep: &Prepared) -> Handshake {
         .field("pooler", sh.pooler)
         .field("sequence length", sh.seq)
         .field("batch", sh.batch)
+        .field(
+            "fixed-point constants",
+            blake3::hash(format!("{:?}", prep.consts).as_bytes()).to_hex(),
+        )
+        .field(
+            "model commitment",
+            protocol::handshake::model_commitment(&prep.model),
+        )
 }
 
 /// Compare with the plaintext quantized model (same carries: bit-exact; deterministic

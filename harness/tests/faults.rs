@@ -400,3 +400,98 @@ fn garbage_inserted_in_a_frame_over_plain_tcp_is_refused() {
     assert_eq!(files_in(&o.dir), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&o.dir);
 }
+
+/// Runs the three parties with their own specs (plain TCP: the handshake is what is
+/// tested); returns their errors.
+fn run_specs(specs: [RunSpec; 3]) -> Vec<(PartyId, Result<(), String>)> {
+    let preps: Vec<Prepared> = specs.iter().map(|s| prepare(s).unwrap()).collect();
+    let l0 = Listener::bind("127.0.0.1:0").unwrap();
+    let l1 = Listener::bind("127.0.0.1:0").unwrap();
+    let a0 = l0.local_addr().unwrap().to_string();
+    let a1 = l1.local_addr().unwrap().to_string();
+    let mut listeners = [Some(l0), Some(l1), None];
+    thread::scope(|s| {
+        let hs: Vec<_> = PartyId::ALL
+            .into_iter()
+            .map(|me| {
+                let i = me.to_u8() as usize;
+                let listener = listeners[i].take();
+                let (spec, prep, a0, a1) = (&specs[i], &preps[i], &a0, &a1);
+                s.spawn(move || {
+                    let mut link = LinkConfig::new(spec.session, spec.net.clone());
+                    link.recv_timeout = Some(spec.timeout);
+                    let r = connect_links(
+                        me,
+                        a0,
+                        a1,
+                        listener,
+                        &link,
+                        &Security::Insecure,
+                        Duration::from_secs(5),
+                    )
+                    .and_then(|links| {
+                        run_on_links(me, links, spec, prep, "tcp-insecure", None).map(|_| ())
+                    });
+                    (me, r.map_err(|e| format!("{e:#}")))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn the_handshake_names_each_differing_field_on_both_sides() {
+    type Change = fn(&mut RunSpec);
+    let cases: [(&str, Change, &str, &str); 6] = [
+        ("sequence length", |s| s.seq = 6, "8", "6"),
+        ("quantization", |s| s.quant = QuantConfig::parse("w1a8").unwrap(), "w1a4", "w1a8"),
+        ("layers", |s| s.layers = Some(2), "1", "2"),
+        ("batch", |s| s.batch = 2, "1", "2"),
+        ("table mode", |s| s.lut_mode = protocol::LutMode::Dpf, "auto", "dpf"),
+        ("model commitment", |s| s.model_seed = 99, "", ""),
+    ];
+    for (field, change, ours, theirs) in cases {
+        let mut p1 = spec();
+        change(&mut p1);
+        let r = run_specs([spec(), p1, spec()]);
+        for (p, r) in &r {
+            let e = r.as_ref().err().unwrap_or_else(|| panic!("{p} passed: {field}"));
+            eprintln!("{field}: {p}: {e}");
+            match p {
+                PartyId::P0 => assert!(
+                    e.contains(&format!("handshake with P1: {field} differs: here {ours}")),
+                    "{e}"
+                ),
+                PartyId::P1 => assert!(
+                    e.contains(&format!("handshake with P0: {field} differs: here {theirs}"))
+                        || e.contains(&format!("handshake with D: {field} differs: here {theirs}")),
+                    "{e}"
+                ),
+                PartyId::Dealer => {}
+            }
+            if !ours.is_empty() {
+                let pair = if *p == PartyId::P1 {
+                    format!("here {theirs}, peer {ours}")
+                } else {
+                    format!("here {ours}, peer {theirs}")
+                };
+                assert!(*p == PartyId::Dealer || e.contains(&pair), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_peer_of_another_session_is_refused_before_any_protocol_message() {
+    let mut d = spec();
+    d.session = 77;
+    let r = run_specs([spec(), spec(), d]);
+    for (p, r) in &r {
+        let e = r.as_ref().err().unwrap_or_else(|| panic!("{p} passed"));
+        eprintln!("session: {p}: {e}");
+        if *p == PartyId::Dealer {
+            assert!(e.contains("session mismatch"), "{e}");
+        }
+    }
+}
