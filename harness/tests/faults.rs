@@ -311,12 +311,18 @@ fn check(o: &Outcome, faulty: PartyId, causes: &[&str]) {
             continue;
         }
         let took = end.saturating_duration_since(fired);
-        assert!(took < TIMEOUT + MARGIN, "{p} ended {took:?} after the fault: {e}");
+        assert!(
+            took < TIMEOUT + MARGIN,
+            "{p} ended {took:?} after the fault: {e}"
+        );
         assert!(
             e.contains("link with") || e.contains("handshake with"),
             "{p}: error names no peer: {e}"
         );
-        assert!(causes.iter().any(|c| e.contains(c)), "{p}: unexpected cause: {e}");
+        assert!(
+            causes.iter().any(|c| e.contains(c)),
+            "{p}: unexpected cause: {e}"
+        );
         names_faulty |= e.contains(&format!("with {faulty}"));
     }
     assert!(names_faulty, "no survivor names {faulty}: {:?}", o.results);
@@ -359,9 +365,17 @@ fn p0_closing_at_an_early_and_a_late_online_flight() {
 #[test]
 fn p1_stalling_online_makes_the_others_time_out() {
     let (_, flights, _) = baseline();
-    let o = run(PartyId::P1, Some(Fault::StallAtFlight(flights / 2)), None, true);
+    let o = run(
+        PartyId::P1,
+        Some(Fault::StallAtFlight(flights / 2)),
+        None,
+        true,
+    );
     let e = o.results[0].1.as_ref().err().expect("P0 must fail").clone();
-    assert!(e.contains("link with P1: timed out waiting for data"), "{e}");
+    assert!(
+        e.contains("link with P1: timed out waiting for data"),
+        "{e}"
+    );
     // the dealer, waiting for the others' counters, then sees P0 go away
     check(
         &o,
@@ -445,10 +459,20 @@ fn the_handshake_names_each_differing_field_on_both_sides() {
     type Change = fn(&mut RunSpec);
     let cases: [(&str, Change, &str, &str); 6] = [
         ("sequence length", |s| s.seq = 6, "8", "6"),
-        ("quantization", |s| s.quant = QuantConfig::parse("w1a8").unwrap(), "w1a4", "w1a8"),
+        (
+            "quantization",
+            |s| s.quant = QuantConfig::parse("w1a8").unwrap(),
+            "w1a4",
+            "w1a8",
+        ),
         ("layers", |s| s.layers = Some(2), "1", "2"),
         ("batch", |s| s.batch = 2, "1", "2"),
-        ("table mode", |s| s.lut_mode = protocol::LutMode::Dpf, "auto", "dpf"),
+        (
+            "table mode",
+            |s| s.lut_mode = protocol::LutMode::Dpf,
+            "auto",
+            "dpf",
+        ),
         ("model commitment", |s| s.model_seed = 99, "", ""),
     ];
     for (field, change, ours, theirs) in cases {
@@ -456,7 +480,10 @@ fn the_handshake_names_each_differing_field_on_both_sides() {
         change(&mut p1);
         let r = run_specs([spec(), p1, spec()]);
         for (p, r) in &r {
-            let e = r.as_ref().err().unwrap_or_else(|| panic!("{p} passed: {field}"));
+            let e = r
+                .as_ref()
+                .err()
+                .unwrap_or_else(|| panic!("{p} passed: {field}"));
             eprintln!("{field}: {p}: {e}");
             match p {
                 PartyId::P0 => assert!(
@@ -464,8 +491,9 @@ fn the_handshake_names_each_differing_field_on_both_sides() {
                     "{e}"
                 ),
                 PartyId::P1 => assert!(
-                    e.contains(&format!("handshake with P0: {field} differs: here {theirs}"))
-                        || e.contains(&format!("handshake with D: {field} differs: here {theirs}")),
+                    e.contains(&format!(
+                        "handshake with P0: {field} differs: here {theirs}"
+                    )) || e.contains(&format!("handshake with D: {field} differs: here {theirs}")),
                     "{e}"
                 ),
                 PartyId::Dealer => {}

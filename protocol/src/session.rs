@@ -276,7 +276,13 @@ fn connect_local(
                     tcp::connect_with(addr, b, a, &link, Duration::from_secs(10), &sb)
                 });
                 let ea = l
-                    .accept_all_with(a, &[b], &cfg.link, &security(a), Some(Duration::from_secs(10)))
+                    .accept_all_with(
+                        a,
+                        &[b],
+                        &cfg.link,
+                        &security(a),
+                        Some(Duration::from_secs(10)),
+                    )
                     .map(|mut v| v.remove(0));
                 let eb = h
                     .join()

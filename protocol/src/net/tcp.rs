@@ -2,8 +2,8 @@
 //! sending side. See the module doc of `net` for the frame format.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::sync::Arc;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -119,8 +119,7 @@ impl TcpTransport {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(nonzero(hello_timeout)))?;
         stream.set_write_timeout(Some(nonzero(hello_timeout)))?;
-        let (reader, mut writer, closer, expect): (BoxRead, BoxWrite, _, Vec<PartyId>) = match sec
-        {
+        let (reader, mut writer, closer, expect): (BoxRead, BoxWrite, _, Vec<PartyId>) = match sec {
             Security::Insecure => {
                 let s = stream.try_clone()?;
                 let closer: Box<dyn FnOnce(&mut BufWriter<BoxWrite>) + Send> =

@@ -309,7 +309,11 @@ impl std::error::Error for Refused {}
 
 impl Pinned {
     fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        if self.pins.iter().any(|(_, c)| c.as_ref() == end_entity.as_ref()) {
+        if self
+            .pins
+            .iter()
+            .any(|(_, c)| c.as_ref() == end_entity.as_ref())
+        {
             return Ok(());
         }
         let expected: Vec<String> = self
@@ -345,7 +349,8 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -382,7 +387,8 @@ impl ClientCertVerifier for Pinned {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ClientCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -476,7 +482,11 @@ pub(crate) fn establish(
         .clone();
     let peer_role = candidates
         .into_iter()
-        .find(|&p| setup.pinned(p).is_some_and(|c| c.as_ref() == presented.as_ref()))
+        .find(|&p| {
+            setup
+                .pinned(p)
+                .is_some_and(|c| c.as_ref() == presented.as_ref())
+        })
         .ok_or_else(|| NetError::Tls("peer certificate not pinned".into()))?;
     conn.set_buffer_limit(None);
     let shared: Shared = Arc::new(Mutex::new(conn));

@@ -78,8 +78,7 @@ fn a_listener_learns_each_role_from_its_certificate() {
     for (me, s) in [(PartyId::Dealer, d), (PartyId::P1, p1)] {
         let cc = c.clone();
         hs.push(thread::spawn(move || {
-            let mut t =
-                tcp::connect_with(addr, me, PartyId::P0, &cc, SAFETY, &tls(s)).unwrap();
+            let mut t = tcp::connect_with(addr, me, PartyId::P0, &cc, SAFETY, &tls(s)).unwrap();
             t.send(Message::new(0, me.to_u8() as u32, vec![me.to_u8()]))
                 .unwrap();
             t.flush().unwrap();
@@ -219,7 +218,9 @@ fn keygen_writes_a_private_key_and_the_files_load() {
     let d = TlsSetup::load(&dir, PartyId::Dealer).unwrap();
     assert_eq!(d.me(), PartyId::Dealer);
     std::fs::remove_file(dir.join("p1.crt")).unwrap();
-    let e = TlsSetup::load(&dir, PartyId::Dealer).unwrap_err().to_string();
+    let e = TlsSetup::load(&dir, PartyId::Dealer)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("p1.crt") && e.contains("harness keygen"), "{e}");
     std::fs::write(dir.join("p1.crt"), "not a certificate").unwrap();
     assert!(TlsSetup::load(&dir, PartyId::Dealer).is_err());
