@@ -371,7 +371,7 @@ fn p1_stalling_online_makes_the_others_time_out() {
         None,
         true,
     );
-    let e = o.results[0].1.as_ref().err().expect("P0 must fail").clone();
+    let e = o.results[0].1.as_ref().expect_err("P0 must fail").clone();
     assert!(
         e.contains("link with P1: timed out waiting for data"),
         "{e}"
@@ -393,7 +393,7 @@ fn garbage_on_the_wire_is_a_tls_error_naming_the_sender() {
         // the proxy corrupts what P1 sends: P0 must blame P1 and TLS
         assert!(o.proxied > at, "the run ended before the corruption");
         let p0 = &o.results[0];
-        let e = p0.1.as_ref().err().expect("P0 must fail");
+        let e = p0.1.as_ref().expect_err("P0 must fail");
         eprintln!("corrupt at {at}: P0: {e}");
         assert!(e.contains("with P1") && e.contains("TLS"), "{e}");
         assert!(o.results.iter().all(|(_, r, _)| r.is_err()));
@@ -406,7 +406,7 @@ fn garbage_on_the_wire_is_a_tls_error_naming_the_sender() {
 fn garbage_inserted_in_a_frame_over_plain_tcp_is_refused() {
     let (_, _, bytes) = baseline();
     let o = run(PartyId::P1, None, Some(Wire::Insert(bytes / 2)), false);
-    let e = o.results[0].1.as_ref().err().expect("P0 must fail");
+    let e = o.results[0].1.as_ref().expect_err("P0 must fail");
     eprintln!("insert: P0: {e}");
     // misaligned frames (bad magic, a huge length) or a malformed message, from P1
     assert!(e.contains("P1"), "{e}");

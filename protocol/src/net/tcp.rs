@@ -48,13 +48,15 @@ impl Security {
 
 type BoxWrite = Box<dyn Write + Send>;
 type BoxRead = Box<dyn Read + Send>;
+/// Ends the write direction of a connection (after the buffered writer was flushed).
+type Closer = Box<dyn FnOnce() + Send>;
 
 struct TcpSink {
     w: BufWriter<BoxWrite>,
     session: u64,
     me: PartyId,
     /// Ends this direction: TLS close_notify (if any), then shutdown of the write side.
-    closer: Option<Box<dyn FnOnce(&mut BufWriter<BoxWrite>) + Send>>,
+    closer: Option<Closer>,
 }
 
 impl Sink for TcpSink {
@@ -76,7 +78,7 @@ impl Sink for TcpSink {
     fn close(&mut self) {
         let _ = self.w.flush();
         if let Some(c) = self.closer.take() {
-            c(&mut self.w);
+            c();
         }
     }
 }
@@ -122,10 +124,9 @@ impl TcpTransport {
         let (reader, mut writer, closer, expect): (BoxRead, BoxWrite, _, Vec<PartyId>) = match sec {
             Security::Insecure => {
                 let s = stream.try_clone()?;
-                let closer: Box<dyn FnOnce(&mut BufWriter<BoxWrite>) + Send> =
-                    Box::new(move |_| {
-                        let _ = s.shutdown(Shutdown::Write);
-                    });
+                let closer: Closer = Box::new(move || {
+                    let _ = s.shutdown(Shutdown::Write);
+                });
                 (
                     Box::new(stream.try_clone()?),
                     Box::new(stream.try_clone()?),
@@ -144,8 +145,7 @@ impl TcpTransport {
                 (
                     Box::new(est.reader),
                     Box::new(est.writer),
-                    Box::new(move |_: &mut BufWriter<BoxWrite>| closer.close())
-                        as Box<dyn FnOnce(&mut BufWriter<BoxWrite>) + Send>,
+                    Box::new(move || closer.close()) as Closer,
                     // the certificate told us the role: the hello must claim it
                     vec![est.peer_role],
                 )

@@ -531,11 +531,10 @@ impl Read for TlsReader {
             {
                 let mut c = lock(&self.conn);
                 while self.pos < self.len {
-                    let n = match c.read_tls(&mut &self.buf[self.pos..self.len]) {
-                        Ok(n) => n,
-                        // plaintext buffer full: hand out plaintext first
-                        Err(_) => 0,
-                    };
+                    // an error here means the plaintext buffer is full: hand it out first
+                    let n = c
+                        .read_tls(&mut &self.buf[self.pos..self.len])
+                        .unwrap_or_default();
                     self.pos += n;
                     if let Err(e) = c.process_new_packets() {
                         // send our alert if we can, then fail for good

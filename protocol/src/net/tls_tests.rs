@@ -22,17 +22,13 @@ fn tls(s: TlsSetup) -> Security {
     Security::Tls(Arc::new(s))
 }
 
+type Ends = (
+    Result<Box<dyn Transport>, NetError>,
+    Result<Box<dyn Transport>, NetError>,
+);
+
 /// `me` listens for `peer`, which connects with `peer_sec`; returns both results.
-fn link(
-    me_sec: Security,
-    peer_sec: Security,
-    me: PartyId,
-    peer: PartyId,
-    c: &LinkConfig,
-) -> (
-    Result<Box<dyn Transport>, NetError>,
-    Result<Box<dyn Transport>, NetError>,
-) {
+fn link(me_sec: Security, peer_sec: Security, me: PartyId, peer: PartyId, c: &LinkConfig) -> Ends {
     let l = Listener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = l.local_addr().unwrap();
     let cc = c.clone();
