@@ -523,3 +523,47 @@ fn a_peer_of_another_session_is_refused_before_any_protocol_message() {
         }
     }
 }
+
+#[test]
+fn three_threads_over_loopback_tls_match_the_in_process_run() {
+    use harness::run::run as run_local;
+    use protocol::session::LocalTransport;
+    let mut s = spec();
+    s.verify = true;
+    let mem = run_local(&s, None).unwrap();
+    s.transport = LocalTransport::TcpTls;
+    let tls = run_local(&s, None).unwrap();
+    assert_eq!(tls.verified, Some(true));
+    assert_eq!(tls.transport, "tcp-tls");
+    assert!(tls.render().contains("transport tcp + TLS 1.3"));
+    assert_eq!(mem.logits, tls.logits);
+    assert_eq!(mem.online_bytes, tls.online_bytes);
+    s.transport = LocalTransport::Tcp;
+    let plain = run_local(&s, None).unwrap();
+    assert_eq!(plain.transport, "tcp-insecure");
+    assert!(plain.render().contains("transport tcp (INSECURE: no TLS)"));
+}
+
+#[test]
+fn csv_rows_are_appended_by_replacing_the_whole_file() {
+    let dir = std::env::temp_dir().join(format!("qbert-atomic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("runs.csv");
+    let r = harness::report::RunReport {
+        model: "bert-tiny".into(),
+        transport: "tcp-tls".into(),
+        ..Default::default()
+    };
+    r.append_csv(&path).unwrap();
+    let one = std::fs::read_to_string(&path).unwrap();
+    r.append_csv(&path).unwrap();
+    let two = std::fs::read_to_string(&path).unwrap();
+    assert!(two.starts_with(&one), "the old rows must stay as they were");
+    assert_eq!(two.lines().count(), 3);
+    assert_eq!(csv::Reader::from_path(&path).unwrap().records().count(), 2);
+    r.write_json(&dir.join("r.json")).unwrap();
+    let mut names = files_in(&dir);
+    names.sort();
+    assert_eq!(names, vec!["r.json", "runs.csv"], "temporary files left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
