@@ -1,5 +1,8 @@
-//! TCP links: connect/listen with a hello handshake, framed messages, emulation on the
-//! sending side. See the module doc of `net` for the frame format.
+//! TCP links: connect/listen, TLS 1.3 with pinned certificates unless
+//! [`Security::Insecure`], a hello handshake, framed messages, emulation on the sending
+//! side. See the module doc of `net` for the frame format and [`super::tls`] for TLS.
+//! The plain functions ([`connect`], [`Listener::accept_all`], ...) are plain TCP, kept
+//! for tests and in-process benchmarks; the `_with` variants take a [`Security`].
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
