@@ -18,7 +18,10 @@
 #
 # In each namespace it runs
 #   ${HARNESS:-target/release/harness} party --role ROLE --p0 10.77.0.1:$P0_PORT \
-#       --p1 10.77.0.2:$P1_PORT [extra args]
+#       --p1 10.77.0.2:$P1_PORT [--tls-dir TMP/keys] [extra args]
+# Unless the extra args contain --insecure or --tls-dir, it first makes a key pair and
+# certificate for each role with `harness keygen` in a temporary directory, so the links
+# are TLS 1.3 with pinned certificates.
 # with ROLE = p0, p1, dealer; waits for all three, prints their outputs, and exits
 # non-zero if any failed. Namespaces are removed on exit (also on error or Ctrl-C).
 #
@@ -205,6 +208,13 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/qbert-netem.XXXXXX")"
 echo "netem: profile $PROFILE: ${RATE_BIT:-unlimited} bit/s, RTT ${RTT_US} us; shaping: $SHAPING"
 echo "netem: P0 $P0_ADDR (ns $NS_P0), P1 $P1_ADDR (ns $NS_P1), D $D_IP (ns $NS_D)"
 
+TLS_ARGS=()
+if [[ -z "${HARNESS_CMD_OVERRIDE:-}" ]] && ! printf '%s\n' "$@" | grep -qE -- '^--(insecure|tls-dir)(=.*)?$'; then
+    for r in p0 p1 dealer; do "$HARNESS" keygen --role "$r" --out "$WORK/keys" >/dev/null; done
+    TLS_ARGS=(--tls-dir "$WORK/keys")
+    echo "netem: TLS 1.3, certificates made for this run in $WORK/keys (--insecure for plain TCP)"
+fi
+
 run_party() {
     local ns=$1 role=$2
     shift 2
@@ -215,7 +225,7 @@ run_party() {
               bash -c "$HARNESS_CMD_OVERRIDE" "netem-$role")
     else
         # the kernel shapes the link: no software emulation on top (a later --net overrides)
-        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR" --net none)
+        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR" --net none "${TLS_ARGS[@]}")
     fi
     ip netns exec "$ns" "${cmd[@]}" "$@" >"$WORK/$role.log" 2>&1 &
     PIDS+=($!)

@@ -31,6 +31,9 @@ enum Cmd {
     /// Run one party of a secure inference over TCP (three processes, one or three machines).
     #[command(args_override_self = true)]
     Party(PartyArgs),
+    /// Make a key pair and self-signed certificate for one party's TLS links
+    /// (writes DIR/<role>.key, private, and DIR/<role>.crt; give every party the others' .crt)
+    Keygen(KeygenArgs),
     /// Measure every kernel on every backend against this machine's limits
     /// (writes results/kernels.csv).
     Kernels(kernels_cmd::KernelsArgs),
@@ -40,6 +43,16 @@ enum Cmd {
     /// Classify sentences as positive or negative by secure inference on the real model
     /// (the client holds the text, the server the quantized MiniLM and its head)
     Classify(ClassifyArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+struct KeygenArgs {
+    /// p0 | p1 | dealer
+    #[arg(long)]
+    role: String,
+    /// Directory to write <role>.key and <role>.crt into (created if missing)
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -132,6 +145,15 @@ struct BertArgs {
     /// In-process channels, or TCP over loopback (three party threads either way)
     #[arg(long, value_enum, default_value = "mem")]
     transport: TransportArg,
+    /// Plain TCP without TLS (benchmarks only; the report says INSECURE). Without it
+    /// `--transport tcp` uses TLS 1.3 with certificates made in memory, and `harness
+    /// party` needs --tls-dir
+    #[arg(long)]
+    insecure: bool,
+    /// Seconds a party waits for a peer (connection, handshake, any message) before it
+    /// gives up with an error naming the peer
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
     /// How tables are dealt: auto picks the smaller material per table
     #[arg(long, value_enum, default_value = "auto")]
     tables: LutArg,
@@ -194,6 +216,10 @@ struct PartyArgs {
     /// Seconds to wait for peers
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
+    /// Directory with this party's key and certificate and the peers' certificates
+    /// (from `harness keygen`: p0.crt, p1.crt, dealer.crt and <role>.key)
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
     #[command(flatten)]
     bert: BertArgs,
 }
@@ -214,7 +240,8 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
         net: NetProfile::parse(&a.net).with_context(|| format!("--net {}", a.net))?,
         transport: match a.transport {
             TransportArg::Mem => LocalTransport::Mem,
-            TransportArg::Tcp => LocalTransport::Tcp,
+            TransportArg::Tcp if a.insecure => LocalTransport::Tcp,
+            TransportArg::Tcp => LocalTransport::TcpTls,
         },
         verify: a.verify,
         lut_mode: match a.tables {
@@ -226,6 +253,7 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
         input_seed: a.input_seed,
         dealer_seed: a.seed,
         spill: a.spill.clone(),
+        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
         ..RunSpec::default()
     })
 }
@@ -276,6 +304,19 @@ fn bert(a: &BertArgs) -> Result<()> {
     if report.verified == Some(false) {
         anyhow::bail!("verification failed");
     }
+    Ok(())
+}
+
+fn keygen(k: &KeygenArgs) -> Result<()> {
+    let role: protocol::PartyId = k.role.parse().map_err(anyhow::Error::msg)?;
+    let (key, crt) = protocol::net::tls::keygen(role, &k.out)
+        .with_context(|| format!("writing keys into {}", k.out.display()))?;
+    let fp = protocol::net::tls::pem_fingerprint(&std::fs::read_to_string(&crt)?)?;
+    println!("{role}: private key {} (keep it here)", key.display());
+    println!(
+        "{role}: certificate {} (copy it to the other parties), SHA-256 {fp}",
+        crt.display()
+    );
     Ok(())
 }
 
@@ -354,10 +395,15 @@ fn main() {
         Cmd::Eval(a) => eval(a),
         Cmd::Classify(a) => classify(a),
         Cmd::Party(p) => harness::party::run_party(
-            &p.role,
-            &p.p0,
-            &p.p1,
-            std::time::Duration::from_secs(p.connect_timeout),
+            &harness::party::PartyOptions {
+                role: p.role.clone(),
+                p0: p.p0.clone(),
+                p1: p.p1.clone(),
+                connect_timeout: std::time::Duration::from_secs(p.connect_timeout),
+                tls_dir: p.tls_dir.clone(),
+                insecure: p.bert.insecure,
+                json: p.bert.json.clone(),
+            },
             &match spec_of(&p.bert).and_then(|s| {
                 let role: protocol::PartyId = p.role.parse().map_err(anyhow::Error::msg)?;
                 let process = harness::resources::Process::Party(role.to_u8() as usize);
@@ -370,6 +416,7 @@ fn main() {
                 }
             },
         ),
+        Cmd::Keygen(k) => keygen(k),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

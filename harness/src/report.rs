@@ -160,7 +160,7 @@ impl RunReport {
             self.batch,
             self.layers,
             self.net,
-            self.transport,
+            self.transport_shown(),
             self.lut_mode,
             self.backend
         );
@@ -247,29 +247,63 @@ impl RunReport {
     /// Append this run to a CSV file (header first when the file is new); fields are
     /// quoted as needed by the `csv` crate.
     pub fn append_csv(&self, path: &Path) -> anyhow::Result<()> {
+        // Atomic: the existing rows and the new one are written to a temporary file in
+        // the same directory, which then replaces the file in one rename; a failed or
+        // killed run leaves the old file whole, never a half row.
         if let Some(d) = path.parent() {
             if !d.as_os_str().is_empty() {
                 std::fs::create_dir_all(d)?;
             }
         }
-        let new = !path.exists() || std::fs::metadata(path)?.len() == 0;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let mut w = csv::WriterBuilder::new().has_headers(new).from_writer(f);
+        let old = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(e.into()),
+        };
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(old.is_empty())
+            .from_writer(old);
         w.serialize(self.csv_row())?;
-        w.flush()?;
-        Ok(())
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_atomically(path, &bytes)
     }
 
     /// Write the JSON report atomically (temporary file, then rename).
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        write_atomically(path, &serde_json::to_vec_pretty(self)?)
     }
+
+    /// How the report names its transport for people: plain TCP is flagged INSECURE.
+    pub fn transport_shown(&self) -> &str {
+        match self.transport.as_str() {
+            "tcp-insecure" => "tcp (INSECURE: no TLS)",
+            "tcp-tls" => "tcp + TLS 1.3",
+            t => t,
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`:
+/// readers see the old file or the whole new one. The temporary file is removed on error.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file path", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(res?)
 }
 
 #[cfg(test)]

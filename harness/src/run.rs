@@ -7,6 +7,7 @@ use crate::quant::{self, Consts, QuantConfig};
 use crate::report::{OpRow, RunReport};
 use anyhow::{bail, Context, Result};
 use protocol::account::{Accounting, OpKind, Phase};
+use protocol::handshake::{Handshake, WithHandshake};
 use protocol::net::{LinkConfig, NetProfile};
 use protocol::seed::DealerSeeds;
 use protocol::session::{self, LocalConfig, LocalRun, LocalTransport};
@@ -24,6 +25,11 @@ pub enum ModelSource {
     /// A safetensors file with the shapes of a named preset.
     File(PathBuf, String),
 }
+
+/// Default of `--timeout`: long enough for the slowest step of bert-base on a small machine
+/// (a party may compute for tens of seconds between two messages), short enough that a
+/// vanished peer is noticed in minutes.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Everything a run needs; mirrors the flags of `harness bert`.
 #[derive(Clone, Debug)]
@@ -47,6 +53,8 @@ pub struct RunSpec {
     pub session: u64,
     /// Keep P0's and P1's offline results in files here instead of memory.
     pub spill: Option<PathBuf>,
+    /// How long a party waits for a peer (any message, the handshake) before failing.
+    pub timeout: std::time::Duration,
 }
 
 impl Default for RunSpec {
@@ -67,6 +75,7 @@ impl Default for RunSpec {
             calib: 2,
             session: 1,
             spill: None,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -246,7 +255,11 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
         progress,
     };
     let mut link = LinkConfig::new(spec.session, spec.net.clone());
-    link.recv_timeout = Some(std::time::Duration::from_secs(600));
+    link.recv_timeout = Some(spec.timeout);
+    let agreed = WithHandshake {
+        inner: &prog,
+        hello: hello_of(spec, &prep),
+    };
     let cfg = LocalConfig {
         link,
         transport: spec.transport,
@@ -255,7 +268,7 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
         spill: spec.spill.clone(),
     };
     let t = Instant::now();
-    let res = session::run_local(&cfg, prep.model.clone(), &prog)?;
+    let res = session::run_local(&cfg, prep.model.clone(), &agreed)?;
     let wall = t.elapsed();
     let logits = res.p1.output.clone().context("P1 received no output")?;
     let mut report = report_of(spec, &prep, &res, logits);
@@ -264,6 +277,51 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
         verify(&mut report, &prep, &prog, &seeds)?;
     }
     Ok(report)
+}
+
+/// How reports name a local transport: `mem`, `tcp-tls` or `tcp-insecure`.
+pub fn transport_label(t: LocalTransport) -> &'static str {
+    match t {
+        LocalTransport::Mem => "mem",
+        LocalTransport::Tcp => "tcp-insecure",
+        LocalTransport::TcpTls => "tcp-tls",
+    }
+}
+
+/// What the parties agree on before the first protocol message (see
+/// `protocol::handshake`): the session, the model's preset name, the quantization and
+/// table mode, the shapes, the sequence length and the batch, the fixed-point constants,
+/// and P0's commitment to the quantized weights (every party of this harness derives the
+/// model from the same seed or file, so P1 and the dealer check P0's commitment against
+/// the hash of the model they derived; they never receive the weights). Per-party settings (network emulation,
+/// backend, spill, timeouts, seeds) are not compared.
+pub fn hello_of(spec: &RunSpec, prep: &Prepared) -> Handshake {
+    let sh = &prep.shapes;
+    let shape_name = match &spec.model {
+        ModelSource::Random(n) | ModelSource::File(_, n) => n.clone(),
+    };
+    // the derived values last: a different sequence length also changes the constants
+    // and the quantized weights, and the first difference reported should be the cause
+    Handshake::new(spec.session)
+        .field("model shapes", shape_name)
+        .field("quantization", &spec.quant)
+        .field("table mode", format!("{:?}", spec.lut_mode).to_lowercase())
+        .field("layers", sh.layers)
+        .field("hidden size", sh.hidden)
+        .field("heads", sh.heads)
+        .field("ffn size", sh.ffn)
+        .field("labels", sh.labels)
+        .field("pooler", sh.pooler)
+        .field("sequence length", sh.seq)
+        .field("batch", sh.batch)
+        .field(
+            "fixed-point constants",
+            blake3::hash(format!("{:?}", prep.consts).as_bytes()).to_hex(),
+        )
+        .field(
+            "model commitment",
+            protocol::handshake::model_commitment(&prep.model),
+        )
 }
 
 /// Compare with the plaintext quantized model (same carries: bit-exact; deterministic
@@ -316,7 +374,7 @@ pub fn report_of(
     r.batch = spec.batch;
     r.layers = prep.shapes.layers;
     r.net = spec.net.name.clone();
-    r.transport = format!("{:?}", spec.transport).to_lowercase();
+    r.transport = transport_label(spec.transport).into();
     r.lut_mode = format!("{:?}", spec.lut_mode).to_lowercase();
     r.online_s = res.online_time().as_secs_f64();
     r.offline_s = res.offline_time().as_secs_f64();

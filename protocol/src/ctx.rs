@@ -84,18 +84,23 @@ impl Ctx {
         };
         let key = (self.phase, self.layer, self.kind);
         self.acct.sent(key, to, payload.len(), flight);
-        self.link(to)?.send(Message {
-            flight,
-            tag,
-            payload,
-        })?;
+        self.link(to)?
+            .send(Message {
+                flight,
+                tag,
+                payload,
+            })
+            .map_err(|error| ProtocolError::Link { peer: to, error })?;
         Ok(())
     }
 
     /// Receive the next message from `from`, which must carry `tag` (the operation index:
     /// both parties walk the same program, so a different tag means the peer is out of step).
     pub fn recv(&mut self, from: PartyId, tag: u32) -> Result<Vec<u8>> {
-        let m = self.link(from)?.recv()?;
+        let m = self
+            .link(from)?
+            .recv()
+            .map_err(|error| ProtocolError::Link { peer: from, error })?;
         if m.tag != tag {
             return Err(ProtocolError::OutOfSync {
                 expected: tag as u64,
@@ -110,7 +115,9 @@ impl Ctx {
 
     pub fn flush(&mut self) -> Result<()> {
         for l in self.links.iter_mut().flatten() {
-            l.flush()?;
+            let peer = l.peer();
+            l.flush()
+                .map_err(|error| ProtocolError::Link { peer, error })?;
         }
         Ok(())
     }

@@ -377,10 +377,11 @@ impl Engine {
     pub fn free_retired(&mut self) {
         self.retired.clear();
     }
-    /// Keep the offline pass's results in a file in `dir` instead of memory.
-    pub fn spill_to(&mut self, dir: &std::path::Path) -> Result<()> {
+    /// Keep the offline pass's results in a file in `dir` instead of memory, bound to
+    /// `session` (a file of another session is refused when read back).
+    pub fn spill_to(&mut self, dir: &std::path::Path, session: u64) -> Result<()> {
         let tag = format!("{:?}", self.role).to_lowercase();
-        self.prep.spill_to(dir, &tag)
+        self.prep.spill_to(dir, &tag, session)
     }
     /// Bytes of offline results spilled to disk.
     pub fn spilled_bytes(&self) -> u64 {

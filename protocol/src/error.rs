@@ -6,6 +6,20 @@ use crate::net::NetError;
 pub enum ProtocolError {
     #[error("network: {0}")]
     Net(#[from] NetError),
+    /// A link failed: names the peer (closed, stalled past the timeout, garbage, TLS).
+    /// (The link error is part of the message, not a `source`, so that chains of
+    /// causes do not print it twice.)
+    #[error("link with {peer}: {error}")]
+    Link {
+        peer: crate::net::PartyId,
+        error: NetError,
+    },
+    /// The session handshake found a difference (or an unreadable announcement).
+    #[error("handshake with {peer}: {detail}")]
+    Handshake {
+        peer: crate::net::PartyId,
+        detail: String,
+    },
     #[error("malformed message from {from:?} in {what}: {detail}")]
     Malformed {
         from: crate::net::PartyId,

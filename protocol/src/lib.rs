@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handshake;
 pub mod net;
 pub mod prep;
 pub mod registry;

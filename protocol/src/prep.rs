@@ -124,8 +124,14 @@ enum Stored {
     Disk { len: usize },
 }
 
+/// First bytes of a spill file: magic, format version, then the session id (u64 LE). The
+/// file is bound to its session: reading it back in another session is refused.
+const SPILL_MAGIC: &[u8; 8] = b"QBPREP\x00\x01";
+const SPILL_HEADER: usize = 16;
+
 struct Spill {
     path: PathBuf,
+    session: u64,
     writer: Option<BufWriter<File>>,
     reader: Option<BufReader<File>>,
     scratch: Vec<u8>,
@@ -140,8 +146,9 @@ pub struct PrepQueue {
 }
 
 impl PrepQueue {
-    /// Spill every item to a file in `dir` (created, removed when the queue is dropped).
-    pub fn spill_to(&mut self, dir: &Path, tag: &str) -> Result<()> {
+    /// Spill every item to a file in `dir` (created, removed when the queue is dropped),
+    /// bound to `session` (checked when the file is read back).
+    pub fn spill_to(&mut self, dir: &Path, tag: &str, session: u64) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProtocolError::Config(format!("spill dir {}: {e}", dir.display())))?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -154,9 +161,14 @@ impl PrepQueue {
             .truncate(true)
             .open(&path)
             .map_err(|e| ProtocolError::Config(format!("spill file {}: {e}", path.display())))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(SPILL_MAGIC)
+            .and_then(|_| w.write_all(&session.to_le_bytes()))
+            .map_err(|e| bad(format!("write: {e}")))?;
         self.spill = Some(Spill {
             path,
-            writer: Some(BufWriter::with_capacity(1 << 20, f)),
+            session,
+            writer: Some(w),
             reader: None,
             scratch: vec![],
             bytes: 0,
@@ -210,7 +222,25 @@ impl PrepQueue {
                     let mut f = w.into_inner().map_err(|e| bad(format!("flush: {e}")))?;
                     f.seek(SeekFrom::Start(0))
                         .map_err(|e| bad(format!("seek: {e}")))?;
-                    s.reader = Some(BufReader::with_capacity(1 << 20, f));
+                    let mut r = BufReader::with_capacity(1 << 20, f);
+                    let mut hdr = [0u8; SPILL_HEADER];
+                    r.read_exact(&mut hdr)
+                        .map_err(|e| bad(format!("read: {e}")))?;
+                    if &hdr[..8] != SPILL_MAGIC {
+                        return Err(ProtocolError::Config(format!(
+                            "{} is not a spill file of this version",
+                            s.path.display()
+                        )));
+                    }
+                    let theirs = u64::from_le_bytes(hdr[8..].try_into().expect("8 bytes"));
+                    if theirs != s.session {
+                        return Err(ProtocolError::Config(format!(
+                            "dealer material in {} belongs to session {theirs:#018x}, not to this session {:#018x}: refused",
+                            s.path.display(),
+                            s.session
+                        )));
+                    }
+                    s.reader = Some(r);
                 }
                 let r = s
                     .reader
@@ -259,7 +289,7 @@ mod tests {
         let dir = std::env::temp_dir().join("qbert-prep-test");
         let mut q = PrepQueue::default();
         if spill {
-            q.spill_to(&dir, &format!("t{spill}")).unwrap();
+            q.spill_to(&dir, &format!("t{spill}"), 5).unwrap();
         }
         let (k0, _) = kernels::dpf::gen::<u32, _>(6, 5, 1, &mut rand::rngs::OsRng);
         q.push(vec![1u32, 2, 3]).unwrap();
@@ -288,6 +318,26 @@ mod tests {
     fn items_come_back_in_order_from_memory_and_from_disk() {
         round_trip(false);
         round_trip(true);
+    }
+
+    #[test]
+    fn spilled_material_of_another_session_is_refused() {
+        let dir = std::env::temp_dir().join(format!("qbert-prep-session-{}", std::process::id()));
+        let mut q = PrepQueue::default();
+        q.spill_to(&dir, "s", 0x11).unwrap();
+        q.push(vec![1u32, 2]).unwrap();
+        let path = q.spill.as_ref().unwrap().path.clone();
+        let w = q.spill.as_mut().unwrap().writer.as_mut().unwrap();
+        w.flush().unwrap();
+        // another session's file in its place
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..16].copy_from_slice(&0x22u64.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let e = q.pop::<Vec<u32>>("x").unwrap_err().to_string();
+        assert!(e.contains("session 0x0000000000000022"), "{e}");
+        assert!(e.contains("0x0000000000000011"), "{e}");
+        drop(q);
+        assert!(!path.exists());
     }
 
     #[test]

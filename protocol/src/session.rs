@@ -20,6 +20,11 @@ pub trait Program: Sync {
     /// The computation: run once by the dealer, twice by P0 and P1 (offline, online), once
     /// by the plaintext reference. Returns the output where the role learns it.
     fn run(&self, e: &mut Engine) -> Result<Option<Self::Output>>;
+    /// The public parameters to agree on before any protocol message (see
+    /// [`crate::handshake`]); `None`: no handshake.
+    fn handshake(&self) -> Option<&crate::handshake::Handshake> {
+        None
+    }
 }
 
 /// What one party measured.
@@ -42,6 +47,9 @@ pub fn drive<P: Program>(e: &mut Engine, prog: &P) -> Result<PartyReport<P::Outp
     kernels::backend::prepare();
     let t = Instant::now();
     e.start_phase(Phase::Register)?;
+    if let Some(h) = prog.handshake() {
+        crate::handshake::exchange(e, h)?;
+    }
     e.exchange_seeds()?;
     prog.register(e)?;
     e.ctx.flush()?;
@@ -136,8 +144,11 @@ impl<T> LocalRun<T> {
 pub enum LocalTransport {
     /// In-process channels.
     Mem,
-    /// TCP over loopback, real sockets and framing.
+    /// TCP over loopback, real sockets and framing, no TLS (benchmarks, tests).
     Tcp,
+    /// TCP over loopback secured by TLS 1.3, with certificates made in memory for the run
+    /// (so that timings include TLS).
+    TcpTls,
 }
 
 /// Settings of a local run.
@@ -185,8 +196,8 @@ fn run_local_with<P: Program>(
         e.set_lut_mode(cfg.lut_mode);
     }
     if let Some(dir) = &cfg.spill {
-        p0.spill_to(dir)?;
-        p1.spill_to(dir)?;
+        p0.spill_to(dir, cfg.link.session)?;
+        p1.spill_to(dir, cfg.link.session)?;
     }
     connect_local(cfg, &mut p0, &mut p1, &mut d, record)?;
     // The kernels' pool sizes itself from the cores this process may use: build it before
@@ -218,7 +229,14 @@ fn run_local_with<P: Program>(
             let errs: Vec<ProtocolError> =
                 [a.err(), b.err(), c.err()].into_iter().flatten().collect();
             let closed = |e: &ProtocolError| {
-                matches!(e, ProtocolError::Net(crate::net::NetError::PeerClosed))
+                matches!(
+                    e,
+                    ProtocolError::Net(crate::net::NetError::PeerClosed)
+                        | ProtocolError::Link {
+                            error: crate::net::NetError::PeerClosed,
+                            ..
+                        }
+                )
             };
             let mut errs = errs.into_iter();
             let first = errs.next().expect("at least one party failed");
@@ -260,21 +278,38 @@ fn connect_local(
         (PartyId::P0, PartyId::Dealer),
         (PartyId::P1, PartyId::Dealer),
     ];
+    let setups = match cfg.transport {
+        LocalTransport::TcpTls => Some(crate::net::tls::TlsSetup::ephemeral()?.map(Arc::new)),
+        _ => None,
+    };
+    let security = |p: PartyId| match &setups {
+        Some(s) => tcp::Security::Tls(s[p.to_u8() as usize].clone()),
+        None => tcp::Security::Insecure,
+    };
     for (a, b) in pairs {
         let (ea, eb) = match cfg.transport {
             LocalTransport::Mem => mem_pair(a, b, &cfg.link),
-            LocalTransport::Tcp => {
+            LocalTransport::Tcp | LocalTransport::TcpTls => {
                 let l = tcp::Listener::bind("127.0.0.1:0")?;
                 let addr = l.local_addr()?;
                 let link = cfg.link.clone();
+                let sb = security(b);
                 let h = std::thread::spawn(move || {
-                    tcp::connect(addr, b, a, &link, Duration::from_secs(10))
+                    tcp::connect_with(addr, b, a, &link, Duration::from_secs(10), &sb)
                 });
-                let ea: Box<dyn crate::net::Transport> = Box::new(l.accept(a, b, &cfg.link)?);
+                let ea = l
+                    .accept_all_with(
+                        a,
+                        &[b],
+                        &cfg.link,
+                        &security(a),
+                        Some(Duration::from_secs(10)),
+                    )
+                    .map(|mut v| v.remove(0));
                 let eb = h
                     .join()
-                    .map_err(|_| ProtocolError::Internal("connect thread panicked".into()))??;
-                (ea, eb)
+                    .map_err(|_| ProtocolError::Internal("connect thread panicked".into()))?;
+                (ea?, eb?)
             }
         };
         let mut put = |p: PartyId, t| {

@@ -64,9 +64,19 @@ pub enum NetError {
         timeout: Duration,
         last: String,
     },
+    /// No peer connected before the deadline.
+    #[error("no connection from {waiting_for} within {timeout:?}")]
+    AcceptTimeout {
+        waiting_for: String,
+        timeout: Duration,
+    },
     /// A network profile string could not be parsed.
     #[error("invalid network profile {input:?}: {reason}")]
     BadProfile { input: String, reason: String },
+    /// TLS failed: a certificate not pinned for the peer's role, missing or unreadable
+    /// key material, or a record that does not decrypt (garbage or tampering).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The local endpoint has been shut down.
     #[error("endpoint closed")]
     Closed,
@@ -74,6 +84,9 @@ pub enum NetError {
 
 impl From<io::Error> for NetError {
     fn from(e: io::Error) -> Self {
+        if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return NetError::Tls(super::tls::describe(t));
+        }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NetError::Timeout,
             io::ErrorKind::BrokenPipe

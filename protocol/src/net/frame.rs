@@ -146,6 +146,7 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    #[allow(dead_code)]
     pub fn get_ref(&self) -> &R {
         &self.inner
     }

@@ -15,7 +15,9 @@
 //! `recv` then returns [`NetError::PeerClosed`] once it has read everything.
 //!
 //! [`mem_pair`] gives two connected in-process endpoints; [`tcp`] connects parties over
-//! TCP ([`tcp::Listener`] accepts several peers: P0 listens for P1 and D, P1 for D).
+//! TCP ([`tcp::Listener`] accepts several peers: P0 listens for P1 and D, P1 for D),
+//! secured by TLS 1.3 with pinned certificates ([`tls`], [`tcp::Security`]) unless the
+//! caller asks for plain TCP. The frames below travel inside TLS unchanged.
 //!
 //! # Network emulation
 //! Every endpoint's outgoing direction models a link of bandwidth `B` and one-way latency
@@ -68,6 +70,7 @@ mod mem;
 mod profile;
 mod tap;
 pub mod tcp;
+pub mod tls;
 
 pub use error::NetError;
 pub use frame::{HEADER_LEN, HELLO_TAG, MAGIC};
@@ -215,3 +218,5 @@ impl Default for LinkConfig {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
