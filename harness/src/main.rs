@@ -99,6 +99,14 @@ enum TransportArg {
     Tcp,
 }
 
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+enum ProtocolArg {
+    /// Ours (PROTOCOL.md)
+    Qbert,
+    /// The CrypTen-style baseline (docs/crypten-baseline.md); --quant and --tables are ignored
+    Crypten,
+}
+
 #[derive(Clone, Copy, ValueEnum, Debug)]
 enum LutArg {
     Auto,
@@ -108,6 +116,9 @@ enum LutArg {
 
 #[derive(Args, Clone, Debug)]
 struct BertArgs {
+    /// qbert (ours) or crypten (the CrypTen-style baseline, in-process runs only)
+    #[arg(long, value_enum, default_value = "qbert")]
+    protocol: ProtocolArg,
     /// bert-base | bert-tiny | minilm-l6 (random weights from --model-seed), or a .safetensors file
     #[arg(long, default_value = "bert-base")]
     model: String,
@@ -192,6 +203,10 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
         ModelSource::Random(a.model.clone())
     };
     Ok(RunSpec {
+        protocol: match a.protocol {
+            ProtocolArg::Qbert => harness::run::Protocol::Qbert,
+            ProtocolArg::Crypten => harness::run::Protocol::Crypten,
+        },
         model,
         layers: a.layers,
         seq: a.seq,
@@ -338,6 +353,9 @@ fn main() {
         Cmd::Kernels(k) => kernels_cmd::run(k),
         Cmd::Eval(a) => eval(a),
         Cmd::Classify(a) => classify(a),
+        Cmd::Party(p) if p.bert.protocol == ProtocolArg::Crypten => Err(anyhow::anyhow!(
+            "--protocol crypten runs in-process only (harness bert)"
+        )),
         Cmd::Party(p) => harness::party::run_party(
             &p.role,
             &p.p0,

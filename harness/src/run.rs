@@ -25,9 +25,29 @@ pub enum ModelSource {
     File(PathBuf, String),
 }
 
+/// Which protocol a run uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Ours (PROTOCOL.md).
+    #[default]
+    Qbert,
+    /// The CrypTen-style baseline (`crate::crypten`).
+    Crypten,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Qbert => "qbert",
+            Protocol::Crypten => "crypten",
+        }
+    }
+}
+
 /// Everything a run needs; mirrors the flags of `harness bert`.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
+    pub protocol: Protocol,
     pub model: ModelSource,
     pub layers: Option<usize>,
     pub seq: usize,
@@ -52,6 +72,7 @@ pub struct RunSpec {
 impl Default for RunSpec {
     fn default() -> Self {
         RunSpec {
+            protocol: Protocol::Qbert,
             model: ModelSource::Random("bert-base".into()),
             layers: None,
             seq: 128,
@@ -91,16 +112,16 @@ fn preset(name: &str) -> Result<BertConfig> {
     })
 }
 
-fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
+pub(crate) fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
     // [CLS] ... [SEP]-like ids from the ordinary vocabulary range
     (0..n)
         .map(|_| rng.gen_range(1000..cfg.vocab.max(1001) as u32))
         .collect()
 }
 
-/// Load or generate the model, calibrate, quantize, and embed the client's input.
-pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
-    let (weights, model_name) = match &spec.model {
+/// The float model of a spec and its name.
+pub fn load_weights(spec: &RunSpec) -> Result<(BertWeights, String)> {
+    Ok(match &spec.model {
         ModelSource::Random(name) => {
             let cfg = preset(name)?;
             (BertWeights::random(&cfg, spec.model_seed), name.clone())
@@ -111,7 +132,12 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
                 .with_context(|| format!("loading {}", path.display()))?;
             (w, path.display().to_string())
         }
-    };
+    })
+}
+
+/// Load or generate the model, calibrate, quantize, and embed the client's input.
+pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    let (weights, model_name) = load_weights(spec)?;
     let cfg = weights.config.clone();
     let layers = spec.layers.unwrap_or(cfg.layers);
     if layers > cfg.layers {
@@ -215,7 +241,7 @@ pub fn client_input(weights: &BertWeights, consts: &Consts, toks: &[u32]) -> Res
 /// (mean pooling) the classifier on the mean of the last hidden states. The secure program
 /// does not L2-normalise the mean (sentence-transformers do): the float reference here
 /// does the same.
-fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) -> Vec<f32> {
+pub(crate) fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) -> Vec<f32> {
     let tr = model::forward(w, x, seq, Some(layers), None);
     if w.pooler.is_some() {
         return tr.logits;
@@ -242,6 +268,9 @@ pub fn dealer_seeds(spec: &RunSpec) -> DealerSeeds {
 
 /// Run the secure inference in this process (three party threads) and the references.
 pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<RunReport> {
+    if spec.protocol == Protocol::Crypten {
+        return crate::crypten::run_crypten(spec, progress);
+    }
     let prep = prepare(spec)?;
     let seeds = dealer_seeds(spec);
     let prog = BertProgram {

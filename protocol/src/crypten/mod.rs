@@ -171,7 +171,10 @@ fn div_share(s: u64, d: i64) -> u64 {
 
 fn check_len(v: &[u64], n: usize, what: &'static str) -> Result<()> {
     if v.len() != n {
-        return Err(shape_err(what, format!("{} elements, expected {n}", v.len())));
+        return Err(shape_err(
+            what,
+            format!("{} elements, expected {n}", v.len()),
+        ));
     }
     Ok(())
 }
@@ -263,7 +266,10 @@ impl Engine {
         let n = x.len();
         let cols = *x.shape.last().unwrap_or(&1);
         if y.len() != b.small_len(n, cols) {
-            return Err(shape_err("ct_zip", format!("{:?} vs {:?}", x.shape, y.shape)));
+            return Err(shape_err(
+                "ct_zip",
+                format!("{:?} vs {:?}", x.shape, y.shape),
+            ));
         }
         let s = match (&x.s, &y.s) {
             (Some(a), Some(c)) => {
@@ -413,7 +419,10 @@ impl Engine {
         let n = x.len();
         let cols = *x.shape.last().unwrap_or(&1);
         if y.len() != b.small_len(n, cols) {
-            return Err(shape_err("ct_mul", format!("{:?} x {:?}", x.shape, y.shape)));
+            return Err(shape_err(
+                "ct_mul",
+                format!("{:?} x {:?}", x.shape, y.shape),
+            ));
         }
         let s = self.beaver(Alg::Arith, &x.s, &y.s, n, cols, b)?;
         Ok(Fx {
@@ -596,11 +605,7 @@ impl Engine {
     /// (|big| + |small|) words, one flight.
     pub fn ct_and(&mut self, big: &Bin, small: &Bin) -> Result<Bin> {
         let n = big.len();
-        let k = if small.is_empty() {
-            0
-        } else {
-            n / small.len()
-        };
+        let k = if small.is_empty() { 0 } else { n / small.len() };
         if k * small.len() != n {
             return Err(shape_err(
                 "ct_and",

@@ -36,7 +36,10 @@ fn both(f: &Body) -> (Vec<u64>, Vec<u64>) {
     let p = Prog(f);
     let r = run_local(&cfg, model.clone(), &p).expect("secure run");
     let (plain, _) = run_plain(model, None, &p).expect("plain run");
-    (r.p1.output.expect("P1 output"), plain.expect("plain output"))
+    (
+        r.p1.output.expect("P1 output"),
+        plain.expect("plain output"),
+    )
 }
 
 /// P1's input x (fixed-point words), made into random-looking shares by adding a shared
@@ -65,7 +68,14 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn spk_adder_matches_wrapping_addition() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let edge = [0u64, 1, u64::MAX, 1 << 63, (1 << 63) - 1, 0x5555_5555_5555_5555];
+    let edge = [
+        0u64,
+        1,
+        u64::MAX,
+        1 << 63,
+        (1 << 63) - 1,
+        0x5555_5555_5555_5555,
+    ];
     for &a in &edge {
         for &b in &edge {
             assert_eq!(spk_add_plain(a, b), a.wrapping_add(b), "{a:#x} + {b:#x}");
@@ -161,7 +171,11 @@ fn products_match_the_fixed_point_reference() {
     assert!(max_diff(&got, &want) < 1e-2, "{got:?} vs {want:?}");
     let sq = dec(&plain[m * n + m * k..m * n + 2 * m * k]);
     for (g, x) in sq.iter().zip(&a) {
-        assert!((g - x * x).abs() <= 1e-3 * (1.0 + x * x), "{g} vs {}", x * x);
+        assert!(
+            (g - x * x).abs() <= 1e-3 * (1.0 + x * x),
+            "{g} vs {}",
+            x * x
+        );
     }
 }
 
@@ -184,9 +198,18 @@ fn exp_reciprocal_inv_sqrt_against_f64() {
     for ((g, q), x) in s.iter().zip(&p).zip(&xs) {
         // the limit approximation: (1 + x/256)^256, relative error about x^2/512
         let want = (1.0 + x / 256.0f64).powi(256);
-        assert!((q - want).abs() < 2e-3 * (1.0 + want), "exp({x}): {q} vs {want}");
-        assert!((g - q).abs() < 1e-2 * (1.0 + want), "exp({x}) secure {g} vs {q}");
-        assert!((q - x.exp()).abs() < 0.15 * x.exp() + 1e-3, "exp({x}) = {q}");
+        assert!(
+            (q - want).abs() < 2e-3 * (1.0 + want),
+            "exp({x}): {q} vs {want}"
+        );
+        assert!(
+            (g - q).abs() < 1e-2 * (1.0 + want),
+            "exp({x}) secure {g} vs {q}"
+        );
+        assert!(
+            (q - x.exp()).abs() < 0.15 * x.exp() + 1e-3,
+            "exp({x}) = {q}"
+        );
     }
     // the initial guess needs 1 - 2x > -256: x <= 128 (a softmax row of up to 128 keys)
     let xs = [1.0, 2.0, 5.0, 30.0, 100.0, 128.0];
@@ -194,7 +217,10 @@ fn exp_reciprocal_inv_sqrt_against_f64() {
     for ((g, q), x) in s.iter().zip(&p).zip(&xs) {
         // y^2 is kept to 2^-16, and x y^2 multiplies that error by x
         assert!((q - 1.0 / x).abs() < 1e-3 + 2.0 * x / SCALE, "1/{x}: {q}");
-        assert!((g - q).abs() < 1e-3 + 2.0 * x / SCALE, "1/{x} secure {g} vs {q}");
+        assert!(
+            (g - q).abs() < 1e-3 + 2.0 * x / SCALE,
+            "1/{x} secure {g} vs {q}"
+        );
     }
     let xs = [0.25, 0.5, 1.0, 2.0, 10.0, 50.0];
     let (s, p) = unary(&xs, |e, x| e.ct_inv_sqrt(x));
@@ -221,7 +247,11 @@ fn erf_gelu_tanh_against_f64() {
     let xs = [-4.0, -1.0, -0.2, 0.0, 0.2, 1.0, 4.0];
     let (s, p) = unary(&xs, |e, x| e.ct_tanh(x));
     for ((g, q), &x) in s.iter().zip(&p).zip(&xs) {
-        assert!((q - x.tanh()).abs() < 2e-2, "tanh({x}): {q} vs {}", x.tanh());
+        assert!(
+            (q - x.tanh()).abs() < 2e-2,
+            "tanh({x}): {q} vs {}",
+            x.tanh()
+        );
         assert!((g - q).abs() < 1e-2, "tanh({x}) secure {g} vs {q}");
     }
 }
@@ -265,21 +295,31 @@ fn max_softmax_layernorm_against_f64() {
         for (name, out) in [("secure", dec(&s)), ("plain", dec(&p))] {
             for r in 0..rows {
                 let row = &xs[r * l..(r + 1) * l];
-                let (am, m) = row
-                    .iter()
-                    .enumerate()
-                    .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-                assert!((out[r] - m).abs() < 1e-3, "{name} max l={l}: {} vs {m}", out[r]);
+                let (am, m) =
+                    row.iter()
+                        .enumerate()
+                        .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+                assert!(
+                    (out[r] - m).abs() < 1e-3,
+                    "{name} max l={l}: {} vs {m}",
+                    out[r]
+                );
                 for j in 0..l {
                     let want = (j == am) as u64 as f64;
                     let got = out[rows + r * l + j];
-                    assert!((got - want).abs() < 1e-3, "{name} argmax l={l} j={j}: {got}");
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "{name} argmax l={l} j={j}: {got}"
+                    );
                 }
                 let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
                 for j in 0..l {
                     let want = (row[j] - m).exp() / z;
                     let got = out[rows + rows * l + r * l + j];
-                    assert!((got - want).abs() < 0.02, "{name} softmax l={l}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 0.02,
+                        "{name} softmax l={l}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -310,7 +350,10 @@ fn max_softmax_layernorm_against_f64() {
             for j in 0..h {
                 let want = (row[j] - mu) / var.sqrt() * g[j] + b[j];
                 let got = out[r * h + j];
-                assert!((got - want).abs() < 0.03, "{name} layernorm: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 0.03,
+                    "{name} layernorm: {got} vs {want}"
+                );
             }
         }
     }
