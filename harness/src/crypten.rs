@@ -263,6 +263,16 @@ pub const PLAIN_TOLERANCE: f64 = 0.05;
 /// Run the baseline in this process (three party threads) and report it as our runs are.
 pub fn run_crypten<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<RunReport> {
     let (weights, model_name) = run::load_weights(spec)?;
+    run_crypten_on(spec, &weights, model_name, progress)
+}
+
+/// [`run_crypten`] on given float weights (the spec's model source is not read).
+pub fn run_crypten_on<'a>(
+    spec: &RunSpec,
+    weights: &BertWeights,
+    model_name: String,
+    progress: Option<&'a Progress<'a>>,
+) -> Result<RunReport> {
     let cfg = weights.config.clone();
     let layers = spec.layers.unwrap_or(cfg.layers);
     if layers > cfg.layers {
@@ -279,10 +289,10 @@ pub fn run_crypten<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Re
     let mut float_logits = vec![];
     for _ in 0..spec.batch {
         let toks = run::random_tokens(&mut irng, &cfg, spec.seq);
-        let y = model::embed_normalized(&weights, &toks, None)?;
+        let y = model::embed_normalized(weights, &toks, None)?;
         input.extend(y.iter().map(|&v| encode(v as f64)));
-        let x = model::embed(&weights, &toks, None)?;
-        float_logits.extend(run::float_head(&weights, &x, spec.seq, layers));
+        let x = model::embed(weights, &toks, None)?;
+        float_logits.extend(run::float_head(weights, &x, spec.seq, layers));
     }
     let shapes = Shapes {
         layers,
@@ -296,7 +306,7 @@ pub fn run_crypten<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Re
     };
     let prog = CryptenProgram {
         shapes,
-        weights: Arc::new(FxWeights::of(&weights, layers)?),
+        weights: Arc::new(FxWeights::of(weights, layers)?),
         input,
         ln_eps: cfg.ln_eps as f64,
         progress,

@@ -274,7 +274,13 @@ fn bert(a: &BertArgs) -> Result<()> {
         report.write_json(j)?;
     }
     if report.verified == Some(false) {
-        anyhow::bail!("verification failed");
+        if report.protocol == "crypten" {
+            // the baseline's accuracy is CrypTen's (docs/crypten-baseline.md): reported,
+            // not a failure of the run
+            eprintln!("note: the CrypTen baseline's output is outside the stated tolerance");
+        } else {
+            anyhow::bail!("verification failed");
+        }
     }
     Ok(())
 }
