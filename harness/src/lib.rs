@@ -2,6 +2,7 @@
 //! references and the programs the `harness` binary runs.
 
 pub mod assets;
+pub mod crypten;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -112,6 +112,14 @@ enum TransportArg {
     Tcp,
 }
 
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+enum ProtocolArg {
+    /// Ours (PROTOCOL.md)
+    Qbert,
+    /// The CrypTen-style baseline (docs/crypten-baseline.md); --quant and --tables are ignored
+    Crypten,
+}
+
 #[derive(Clone, Copy, ValueEnum, Debug)]
 enum LutArg {
     Auto,
@@ -121,6 +129,9 @@ enum LutArg {
 
 #[derive(Args, Clone, Debug)]
 struct BertArgs {
+    /// qbert (ours) or crypten (the CrypTen-style baseline, in-process runs only)
+    #[arg(long, value_enum, default_value = "qbert")]
+    protocol: ProtocolArg,
     /// bert-base | bert-tiny | minilm-l6 (random weights from --model-seed), or a .safetensors file
     #[arg(long, default_value = "bert-base")]
     model: String,
@@ -232,6 +243,10 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
         ModelSource::Random(a.model.clone())
     };
     Ok(RunSpec {
+        protocol: match a.protocol {
+            ProtocolArg::Qbert => harness::run::Protocol::Qbert,
+            ProtocolArg::Crypten => harness::run::Protocol::Crypten,
+        },
         model,
         layers: a.layers,
         seq: a.seq,
@@ -302,7 +317,13 @@ fn bert(a: &BertArgs) -> Result<()> {
         report.write_json(j)?;
     }
     if report.verified == Some(false) {
-        anyhow::bail!("verification failed");
+        if report.protocol == "crypten" {
+            // the baseline's accuracy is CrypTen's (docs/crypten-baseline.md): reported,
+            // not a failure of the run
+            eprintln!("note: the CrypTen baseline's output is outside the stated tolerance");
+        } else {
+            anyhow::bail!("verification failed");
+        }
     }
     Ok(())
 }
@@ -394,6 +415,9 @@ fn main() {
         Cmd::Kernels(k) => kernels_cmd::run(k),
         Cmd::Eval(a) => eval(a),
         Cmd::Classify(a) => classify(a),
+        Cmd::Party(p) if p.bert.protocol == ProtocolArg::Crypten => Err(anyhow::anyhow!(
+            "--protocol crypten runs in-process only (harness bert)"
+        )),
         Cmd::Party(p) => harness::party::run_party(
             &harness::party::PartyOptions {
                 role: p.role.clone(),

@@ -35,6 +35,8 @@ pub struct LayerRow {
 /// One row of `results/runs.csv` (megabytes to 3 decimals).
 #[derive(Clone, Debug, Serialize)]
 pub struct CsvRow {
+    /// qbert (ours) or crypten (the baseline).
+    pub protocol: String,
     pub model: String,
     pub quant: String,
     pub seq: usize,
@@ -60,6 +62,8 @@ pub struct CsvRow {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunReport {
+    /// qbert (ours) or crypten (the baseline).
+    pub protocol: String,
     pub model: String,
     pub quant: String,
     pub seq: usize,
@@ -116,6 +120,7 @@ impl RunReport {
             + d.bytes(Phase::Register, PartyId::P0)
             + d.bytes(Phase::Register, PartyId::P1);
         RunReport {
+            protocol: "qbert".into(),
             online_bytes: on01 + on10,
             online_bytes_p0_to_p1: on01,
             online_bytes_p1_to_p0: on10,
@@ -153,7 +158,8 @@ impl RunReport {
         }
         let mb = |b: u64| b as f64 / 1e6;
         s += &format!(
-            "\n{} {} seq {} batch {} layers {} | net {} | transport {} | tables {} | backend {}\n",
+            "\n{} | {} {} seq {} batch {} layers {} | net {} | transport {} | tables {} | backend {}\n",
+            self.protocol,
             self.model,
             self.quant,
             self.seq,
@@ -184,12 +190,29 @@ impl RunReport {
             self.register_s,
             mb(self.register_bytes)
         );
+        let crypten = self.protocol == "crypten";
         match self.verified {
+            Some(true) if crypten => {
+                s += &format!(
+                    "verified: |logit - float logit| <= {} (CrypTen's approximations), |logit - plaintext fixed point| <= {}\n",
+                    crate::crypten::FLOAT_TOLERANCE,
+                    crate::crypten::PLAIN_TOLERANCE
+                )
+            }
+            Some(false) if crypten => {
+                s += &format!(
+                    "VERIFICATION FAILED: |logit - float logit| > {} or |logit - plaintext fixed point| > {}\n",
+                    crate::crypten::FLOAT_TOLERANCE,
+                    crate::crypten::PLAIN_TOLERANCE
+                )
+            }
             Some(true) => s += "verified: secure output == plaintext quantized model with the same carries (bit-exact)\n",
             Some(false) => s += "VERIFICATION FAILED: secure output differs from the plaintext quantized model with the same carries\n",
             None => s += "verified: not checked\n",
         }
-        if let Some(e) = self.max_abs_err_vs_plain {
+        if let (Some(e), true) = (self.max_abs_err_vs_plain, crypten) {
+            s += &format!("max |logit error| vs plaintext fixed point (same algorithm): {e:.4}\n");
+        } else if let Some(e) = self.max_abs_err_vs_plain {
             s += &format!(
                 "max |logit error| vs plaintext quantized (deterministic rounding): {e:.4}\n"
             );
@@ -220,6 +243,7 @@ impl RunReport {
     pub fn csv_row(&self) -> CsvRow {
         let mb = |b: u64| (b as f64 / 1e6 * 1e3).round() / 1e3;
         CsvRow {
+            protocol: self.protocol.clone(),
             model: self.model.clone(),
             quant: self.quant.clone(),
             seq: self.seq,
@@ -323,11 +347,12 @@ mod tests {
         r.append_csv(&path).unwrap();
         r.append_csv(&path).unwrap();
         let mut rd = csv::Reader::from_path(&path).unwrap();
-        assert_eq!(rd.headers().unwrap().len(), 21);
+        assert_eq!(rd.headers().unwrap().len(), 22);
+        assert_eq!(&rd.headers().unwrap()[0], "protocol");
         let rows: Vec<csv::StringRecord> = rd.records().map(|x| x.unwrap()).collect();
         assert_eq!(rows.len(), 2);
-        assert_eq!(&rows[1][8], "cpu (avx512, 2 threads)");
-        assert_eq!(&rows[1][18], "true");
+        assert_eq!(&rows[1][9], "cpu (avx512, 2 threads)");
+        assert_eq!(&rows[1][19], "true");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

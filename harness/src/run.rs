@@ -30,10 +30,29 @@ pub enum ModelSource {
 /// (a party may compute for tens of seconds between two messages), short enough that a
 /// vanished peer is noticed in minutes.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Which protocol a run uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Ours (PROTOCOL.md).
+    #[default]
+    Qbert,
+    /// The CrypTen-style baseline (`crate::crypten`).
+    Crypten,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Qbert => "qbert",
+            Protocol::Crypten => "crypten",
+        }
+    }
+}
 
 /// Everything a run needs; mirrors the flags of `harness bert`.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
+    pub protocol: Protocol,
     pub model: ModelSource,
     pub layers: Option<usize>,
     pub seq: usize,
@@ -60,6 +79,7 @@ pub struct RunSpec {
 impl Default for RunSpec {
     fn default() -> Self {
         RunSpec {
+            protocol: Protocol::Qbert,
             model: ModelSource::Random("bert-base".into()),
             layers: None,
             seq: 128,
@@ -100,32 +120,37 @@ fn preset(name: &str) -> Result<BertConfig> {
     })
 }
 
-fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
+pub(crate) fn random_tokens(rng: &mut impl Rng, cfg: &BertConfig, n: usize) -> Vec<u32> {
     // [CLS] ... [SEP]-like ids from the ordinary vocabulary range
     (0..n)
         .map(|_| rng.gen_range(1000..cfg.vocab.max(1001) as u32))
         .collect()
 }
 
-/// Load or generate the model, calibrate, quantize, and embed the client's input.
-pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
-    // Shapes are checked against the preset before the model is loaded or anything is
-    // sized by them.
+/// The float model of a spec and its name. Shapes are checked against the preset before
+/// the model is loaded or anything is sized by them.
+pub fn load_weights(spec: &RunSpec) -> Result<(BertWeights, String)> {
     let name = match &spec.model {
         ModelSource::Random(name) | ModelSource::File(_, name) => name,
     };
     let cfg = preset(name)?;
     let layers = spec.layers.unwrap_or(cfg.layers);
     crate::resources::check_shape(&cfg, layers, spec.seq, spec.batch)?;
-    let (weights, model_name) = match &spec.model {
+    Ok(match &spec.model {
         ModelSource::Random(name) => (BertWeights::random(&cfg, spec.model_seed), name.clone()),
         ModelSource::File(path, _) => {
             let w = BertWeights::from_safetensors(path, &cfg)
                 .with_context(|| format!("loading {}", path.display()))?;
             (w, path.display().to_string())
         }
-    };
+    })
+}
+
+/// Load or generate the model, calibrate, quantize, and embed the client's input.
+pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    let (weights, model_name) = load_weights(spec)?;
     let cfg = weights.config.clone();
+    let layers = spec.layers.unwrap_or(cfg.layers);
     if weights.classifier.is_none() {
         bail!("the model has no classifier head");
     }
@@ -218,7 +243,7 @@ pub fn client_input(weights: &BertWeights, consts: &Consts, toks: &[u32]) -> Res
 /// (mean pooling) the classifier on the mean of the last hidden states. The secure program
 /// does not L2-normalise the mean (sentence-transformers do): the float reference here
 /// does the same.
-fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) -> Vec<f32> {
+pub(crate) fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) -> Vec<f32> {
     let tr = model::forward(w, x, seq, Some(layers), None);
     if w.pooler.is_some() {
         return tr.logits;
@@ -245,6 +270,9 @@ pub fn dealer_seeds(spec: &RunSpec) -> DealerSeeds {
 
 /// Run the secure inference in this process (three party threads) and the references.
 pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<RunReport> {
+    if spec.protocol == Protocol::Crypten {
+        return crate::crypten::run_crypten(spec, progress);
+    }
     let prep = prepare(spec)?;
     let seeds = dealer_seeds(spec);
     let prog = BertProgram {

@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod blocks;
+pub mod crypten;
 pub mod ctx;
 pub mod engine;
 pub mod error;
