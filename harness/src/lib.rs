@@ -6,6 +6,7 @@ pub mod eval;
 pub mod head;
 pub mod model;
 pub mod party;
+pub mod plot;
 pub mod program;
 pub mod quant;
 pub mod report;

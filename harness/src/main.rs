@@ -40,6 +40,8 @@ enum Cmd {
     /// Classify sentences as positive or negative by secure inference on the real model
     /// (the client holds the text, the server the quantized MiniLM and its head)
     Classify(ClassifyArgs),
+    /// Draw the comparison charts (PNG and SVG) and the summary table from result files
+    Plot(harness::plot::PlotArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -327,6 +329,18 @@ fn classify(a: &ClassifyArgs) -> Result<()> {
     Ok(())
 }
 
+fn plot(a: &harness::plot::PlotArgs) -> Result<()> {
+    let o = harness::plot::plot(a)?;
+    for n in &o.notes {
+        eprintln!("note: {n}");
+    }
+    print!("{}", o.summary);
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -338,6 +352,7 @@ fn main() {
         Cmd::Kernels(k) => kernels_cmd::run(k),
         Cmd::Eval(a) => eval(a),
         Cmd::Classify(a) => classify(a),
+        Cmd::Plot(a) => plot(a),
         Cmd::Party(p) => harness::party::run_party(
             &p.role,
             &p.p0,
