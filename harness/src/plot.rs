@@ -149,7 +149,7 @@ pub fn op_category(op: &str) -> &'static str {
 pub fn protocol_label(p: &str) -> String {
     match p {
         "qbert" => "ours (qbert)".into(),
-        "crypten" => "CrypTen-style (ours)".into(),
+        "crypten" => "CrypTen-style baseline".into(),
         other => other.into(),
     }
 }
@@ -682,6 +682,11 @@ fn axis_seconds(v: &f64) -> String {
     }
 }
 
+fn axis_num(v: &f64) -> String {
+    let t = format!("{v:.2}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 const GREY_M: RGBColor = RGBColor(90, 90, 90);
 
 /// Grouped vertical bars: one group per category, one bar per series.
@@ -723,6 +728,7 @@ impl Chart for GroupedBars {
                 SegmentValue::CenterOf(i) => cats.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
+            .y_label_formatter(&axis_num)
             .y_desc(self.y_desc.as_str())
             .label_style(font(13))
             .axis_desc_style(font(14))
@@ -804,6 +810,8 @@ impl Chart for SeqChart {
             .map_err(pe)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&axis_seconds)
             .x_desc("sequence length (tokens)")
             .y_desc("online time, s (log scale)")
             .label_style(font(13))
@@ -885,6 +893,7 @@ impl Chart for KernelChart {
                 SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
+            .x_label_formatter(&|v| format!("{v:.0}%"))
             .x_desc("% of this machine's limit for the kernel (peak mul-add/add rate, gather or memory bandwidth)")
             .label_style(font(12))
             .axis_desc_style(font(13))
@@ -988,9 +997,10 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
 
     // (a) the main chart
     let mut panels = Vec::new();
+    let latest = latest_runs(&runs, &a.model, a.seq);
     for net in NETS {
         let group: Vec<&SummaryRow> = rows.iter().filter(|r| r.net == net).collect();
-        if !group.iter().any(|r| !r.published) && net != "sigma-lan" {
+        if !group.iter().any(|r| !r.published) && ours_at(&latest, net).is_none() {
             if !group.is_empty() {
                 o.notes.push(format!(
                     "main chart: no measured {} seq {} run at {net}; published figures at {net} left out",
@@ -1027,7 +1037,7 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
         let title = match net {
             "lan" => "LAN: 1 Gbps, 0.5 ms RTT".to_string(),
             "wan" => "WAN: 400 Mbps, 4 ms RTT".to_string(),
-            "sigma-lan" if ours_at(&latest_runs(&runs, &a.model, a.seq), net).is_some_and(|x| x.1) => {
+            "sigma-lan" if ours_at(&latest, net).is_some_and(|x| x.1) => {
                 "SIGMA's LAN: 9.4 Gbps, 0.05 ms (speedups vs ours measured at 1 Gbps)".to_string()
             }
             _ => "SIGMA's LAN: 9.4 Gbps, 0.05 ms RTT".to_string(),
@@ -1194,4 +1204,292 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
     std::fs::write(&sp, &o.summary).with_context(|| format!("writing {}", sp.display()))?;
     o.files.push(sp);
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("qbert-plot-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn committed(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../results").join(name)
+    }
+
+    const RUNS: &str = "protocol,model,quant,seq,batch,layers,net,transport,lut_mode,backend,online_s,offline_s,online_mb,online_mb_p0_to_p1,online_mb_p1_to_p0,dealer_mb_p0,dealer_mb_p1,offline_mb,rounds,verified,max_abs_err_vs_plain,max_abs_err_vs_float
+qbert,bert-base,w1a4,128,1,12,lan,mem,auto,\"cpu (x, 2 threads)\",9.0,1,1,0,0,0,0,0,1,true,0,0
+qbert,bert-base,w1a4,128,1,12,lan,mem,auto,cpu,4.0,20,200,80,120,1,1,1,244,true,0.1,0.6
+crypten,bert-base,w1a4,128,1,12,lan,mem,auto,cpu,40.0,20,9000,4500,4500,1,1,1,2400,,,0.6
+qbert,bert-base,w1a4,128,1,12,wan,mem,auto,cpu,6.0,50,200,80,120,1,1,1,244,true,0.1,0.6
+crypten,bert-base,w1a4,128,1,12,wan,mem,auto,cpu,90.0,50,9000,4500,4500,1,1,1,2400,,,0.6
+qbert,bert-base,w1a4,128,1,2,lan,mem,auto,cpu,0.5,2,20,8,12,1,1,1,40,true,0.1,0.6
+qbert,bert-base,w1a4,32,1,12,lan,mem,auto,cpu,1.0,5,50,20,30,1,1,1,244,true,0.1,0.6
+qbert,bert-base,w1a4,64,1,12,lan,mem,auto,cpu,2.0,10,100,40,60,1,1,1,244,true,0.1,0.6
+crypten,bert-base,w1a4,64,1,12,lan,mem,auto,cpu,20.0,10,4000,2000,2000,1,1,1,2400,,,0.6
+not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true,0,0
+";
+
+    fn report_json(protocol: Option<&str>, scale: f64) -> String {
+        let mut v = serde_json::json!({
+            "model": "bert-base", "seq": 128, "net": "lan", "layers": 12, "online_s": 4.0,
+            "ops": [
+                {"op": "linear", "online_ms": 600.0 * scale, "mb_p0_to_p1": 14.0 * scale, "mb_p1_to_p0": 0.0},
+                {"op": "requant", "online_ms": 500.0 * scale, "mb_p0_to_p1": 14.0, "mb_p1_to_p0": 14.0},
+                {"op": "attn-matmul", "online_ms": 60.0 * scale, "mb_p0_to_p1": 0.0, "mb_p1_to_p0": 4.7},
+                {"op": "softmax", "online_ms": 2900.0 * scale, "mb_p0_to_p1": 19.0, "mb_p1_to_p0": 19.0},
+                {"op": "layernorm", "online_ms": 1200.0, "mb_p0_to_p1": 57.0, "mb_p1_to_p0": 85.0 * scale},
+                {"op": "gelu", "online_ms": 700.0 * scale, "mb_p0_to_p1": 0.0, "mb_p1_to_p0": 18.0},
+                {"op": "residual", "online_ms": 16.0, "mb_p0_to_p1": 0.0, "mb_p1_to_p0": 0.0},
+                {"op": "trunc", "online_ms": 10.0, "mb_p0_to_p1": 1.0, "mb_p1_to_p0": 1.0}
+            ]
+        });
+        if let Some(p) = protocol {
+            v["protocol"] = p.into();
+        }
+        v.to_string()
+    }
+
+    fn fixture(dir: &Path) {
+        std::fs::write(dir.join("runs.csv"), RUNS).unwrap();
+        std::fs::copy(committed("published.csv"), dir.join("published.csv")).unwrap();
+        std::fs::copy(committed("kernels.csv"), dir.join("kernels.csv")).unwrap();
+        std::fs::write(dir.join("machine.txt"), "machine: test box\n").unwrap();
+        std::fs::write(dir.join("ours.json"), report_json(None, 1.0)).unwrap();
+        std::fs::create_dir_all(dir.join("reproduce")).unwrap();
+        std::fs::write(
+            dir.join("reproduce/crypten.json"),
+            report_json(Some("crypten"), 8.0),
+        )
+        .unwrap();
+        // not a run report: ignored
+        std::fs::write(dir.join("accuracy.json"), "[{\"config\": \"w8a8\"}]").unwrap();
+        std::fs::write(dir.join("broken.json"), "{not json").unwrap();
+    }
+
+    fn args(dir: &Path) -> PlotArgs {
+        PlotArgs {
+            results: dir.to_path_buf(),
+            out: dir.join("charts"),
+            model: "bert-base".into(),
+            seq: 128,
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn plot_on_fixture_writes_every_chart_as_png_and_svg() {
+        let dir = tmpdir("full");
+        fixture(&dir);
+        let o = plot(&args(&dir)).unwrap();
+        for name in ["main", "ops-time", "ops-comm", "seq", "kernels"] {
+            let png = std::fs::read(dir.join("charts").join(format!("{name}.png"))).unwrap();
+            assert!(png.len() > 1000, "{name}.png is {} bytes", png.len());
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+            let svg =
+                std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).unwrap();
+            assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
+            assert!(svg.contains("<rect") || svg.contains("<polyline"), "{name}.svg draws nothing");
+        }
+        let main_svg = std::fs::read_to_string(dir.join("charts/main.svg")).unwrap();
+        assert!(main_svg.contains("[published]") && main_svg.contains("[measured]"));
+        // only the broken JSON is worth a note
+        assert_eq!(o.notes.len(), 2, "{:?}", o.notes);
+        assert!(o.notes.iter().any(|n| n.contains("broken.json")));
+        assert!(o.notes.iter().any(|n| n.contains("unreadable rows")));
+        let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+        assert_eq!(summary, o.summary);
+        assert!(summary.contains("| ours (qbert) | lan | 4.00 | 200 | 244 | 10.0x | 1.0x | measured |"));
+        assert!(summary.contains("test box"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn plot_skips_missing_inputs_with_notes() {
+        let dir = tmpdir("empty");
+        let o = plot(&args(&dir)).unwrap();
+        assert_eq!(o.files, vec![dir.join("summary.md")]);
+        for what in ["published", "main chart", "per-operation", "sequence-length", "kernel"] {
+            assert!(o.notes.iter().any(|n| n.contains(what)), "no note on {what}: {:?}", o.notes);
+        }
+        // published figures but no measured run: still no main chart for lan/wan
+        std::fs::copy(committed("published.csv"), dir.join("published.csv")).unwrap();
+        std::fs::write(dir.join("kernels.csv"), "kernel,backend\n").unwrap();
+        std::fs::write(dir.join("runs.csv"), "garbage\n\"unterminated").unwrap();
+        let o = plot(&args(&dir)).unwrap();
+        assert!(!o.files.iter().any(|f| f.ends_with("main.png")), "{:?}", o.files);
+        assert!(o.notes.iter().any(|n| n.contains("main chart skipped")));
+        assert!(o.notes.iter().any(|n| n.contains("runs.csv")));
+        // one measured run of ours at lan: the main chart, SIGMA's panel compared with it
+        std::fs::write(dir.join("runs.csv"), RUNS.lines().take(3).collect::<Vec<_>>().join("\n")).unwrap();
+        let o = plot(&args(&dir)).unwrap();
+        assert!(o.files.iter().any(|f| f.ends_with("main.svg")), "{:?}", o.notes);
+        let svg = std::fs::read_to_string(dir.join("charts/main.svg")).unwrap();
+        assert!(svg.contains("SIGMA") && svg.contains("BumbleBee") && !svg.contains("WAN"));
+        assert!(o.notes.iter().any(|n| n.contains("kernel chart skipped")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn published_csv_parses_and_holds_every_anchor() {
+        let rows = load_published(&committed("published.csv")).unwrap();
+        let fig = |system: &str, net: &str| {
+            rows.iter()
+                .find(|r| r.kind == "figure" && r.system == system && r.net.as_deref() == Some(net))
+                .unwrap_or_else(|| panic!("no {system} at {net}"))
+        };
+        let s = fig("SIGMA", "sigma-lan");
+        assert_eq!(
+            (s.online_s, s.comm_gb, s.keys_gb, s.rounds),
+            (Some(1.72), Some(0.99), Some(16.84), Some(1128))
+        );
+        assert!(s.hardware.as_deref().unwrap().contains("A6000"));
+        assert!(s.network.as_deref().unwrap().contains("9.4 Gbps"));
+        let c = fig("CrypTen (run by SIGMA)", "sigma-lan");
+        assert_eq!((c.online_s, c.comm_gb), (Some(21.55), Some(8.34)));
+        let b = fig("BumbleBee", "lan");
+        assert_eq!((b.online_s, b.comm_gb), (Some(153.0), Some(6.40)));
+        assert!(b.network.as_deref().unwrap().contains("1 Gbps / 0.5 ms"));
+        let b = fig("BumbleBee", "wan");
+        assert_eq!((b.online_s, b.comm_gb), (Some(291.6), Some(6.40)));
+        assert!(b.network.as_deref().unwrap().contains("400 Mbps / 4 ms"));
+        let sh = fig("SHAFT", "lan");
+        assert_eq!((sh.online_s, sh.comm_gb), (Some(28.6), Some(10.46)));
+        let claims: Vec<(String, f64)> = rows
+            .iter()
+            .filter(|r| r.kind == "claim")
+            .map(|r| (r.claim_vs.clone().unwrap(), r.claim_x.unwrap()))
+            .collect();
+        assert_eq!(
+            claims,
+            vec![("BumbleBee".into(), 8.0), ("SIGMA".into(), 9.0), ("CrypTen".into(), 22.0)]
+        );
+        for r in &rows {
+            assert_eq!(r.model, "bert-base");
+            assert!(!r.source.is_empty() && r.confirmed.is_some(), "{r:?}");
+            if r.kind == "figure" {
+                assert_eq!(r.seq, Some(128));
+            }
+        }
+    }
+
+    #[test]
+    fn old_runs_csv_without_protocol_reads_as_ours() {
+        let mut notes = Vec::new();
+        let dir = tmpdir("old");
+        std::fs::copy(committed("runs.csv"), dir.join("runs.csv")).unwrap();
+        let runs = load_runs(&dir, &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(!runs.is_empty());
+        assert!(runs.iter().all(|r| r.protocol == "qbert" && r.rounds.is_some()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn op_categories_sum_the_report_rows() {
+        let v: serde_json::Value = serde_json::from_str(&report_json(None, 2.0)).unwrap();
+        let r = ops_report(&v).unwrap();
+        assert_eq!(r.protocol, "qbert");
+        let get = |c: &str| r.ops.iter().find(|o| o.0 == c).unwrap();
+        assert_eq!(get("linear").1, 1200.0);
+        assert_eq!(get("conversions").1, 1010.0); // requant + trunc
+        assert_eq!(get("conversions").2, 30.0);
+        assert_eq!(get("LayerNorm").2, 57.0 + 170.0);
+        assert_eq!(get("other").1, 16.0);
+        let total: f64 = r.ops.iter().map(|o| o.1).sum();
+        assert_eq!(total, 1200.0 + 1000.0 + 120.0 + 5800.0 + 1200.0 + 1400.0 + 16.0 + 10.0);
+        assert!(ops_report(&serde_json::json!([1, 2])).is_none());
+    }
+
+    fn run(protocol: &str, net: &str, t: f64) -> Run {
+        Run {
+            protocol: protocol.into(),
+            model: "bert-base".into(),
+            quant: "w1a4".into(),
+            seq: 128,
+            batch: 1,
+            layers: 12,
+            net: net.into(),
+            online_s: t,
+            online_mb: Some(t * 10.0),
+            rounds: Some(7),
+        }
+    }
+
+    fn published(system: &str, net: &str, t: f64) -> Published {
+        Published {
+            kind: "figure".into(),
+            system: system.into(),
+            model: "bert-base".into(),
+            seq: Some(128),
+            net: Some(net.into()),
+            network: None,
+            hardware: None,
+            online_s: Some(t),
+            comm_gb: Some(1.5),
+            keys_gb: None,
+            rounds: None,
+            claim_vs: None,
+            claim_x: None,
+            source: "test".into(),
+            confirmed: None,
+        }
+    }
+
+    #[test]
+    fn summary_speedups_match_the_fixture_rows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        for _ in 0..50 {
+            let (o_lan, c_lan, o_wan, c_wan, p_lan, p_sigma) = (
+                rng.gen_range(0.1..100.0),
+                rng.gen_range(0.1..100.0),
+                rng.gen_range(0.1..100.0),
+                rng.gen_range(0.1..100.0),
+                rng.gen_range(0.1..500.0),
+                rng.gen_range(0.1..500.0),
+            );
+            let runs = vec![
+                run("qbert", "lan", 1e3), // superseded by the later row
+                run("crypten", "lan", c_lan),
+                run("qbert", "lan", o_lan),
+                run("qbert", "wan", o_wan),
+                run("crypten", "wan", c_wan),
+                Run { seq: 64, ..run("qbert", "lan", 0.01) },
+                Run { layers: 1, ..run("qbert", "wan", 0.01) },
+            ];
+            let pubs = vec![published("X", "lan", p_lan), published("Y", "sigma-lan", p_sigma)];
+            let rows = summary_rows(&runs, &pubs, "bert-base", 128);
+            assert_eq!(rows.len(), 6, "{rows:?}");
+            let row = |sys: &str, net: &str| {
+                rows.iter().find(|r| r.system == sys && r.net == net).unwrap().clone()
+            };
+            let close = |a: Option<f64>, b: f64| (a.unwrap() / b - 1.0).abs() < 1e-12;
+            let ours = row("ours (qbert)", "lan");
+            assert_eq!(ours.online_s, o_lan);
+            assert!(close(ours.vs_crypten, c_lan / o_lan));
+            assert!(close(ours.ours_faster, 1.0));
+            let cr = row("CrypTen-style baseline", "wan");
+            assert!(close(cr.vs_crypten, 1.0));
+            assert!(close(cr.ours_faster, c_wan / o_wan));
+            let x = row("X", "lan");
+            assert!(x.published && x.source == "published");
+            assert!(close(x.ours_faster, p_lan / o_lan));
+            assert!(close(x.vs_crypten, c_lan / p_lan));
+            assert_eq!(x.mb, Some(1500.0));
+            // no run of ours at sigma-lan: compared with ours at lan, and said so
+            let y = row("Y", "sigma-lan");
+            assert!(close(y.ours_faster, p_sigma / o_lan));
+            assert!(y.vs_crypten.is_none());
+            assert!(y.source.contains("ours at lan"));
+        }
+        // without a baseline run there is no CrypTen speedup, and no division by zero
+        let rows = summary_rows(&[run("qbert", "lan", 0.0)], &[published("X", "lan", 3.0)], "bert-base", 128);
+        assert!(rows.iter().all(|r| r.vs_crypten.is_none()));
+        assert!(rows[1].ours_faster.is_none());
+    }
 }
