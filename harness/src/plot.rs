@@ -1,12 +1,13 @@
 //! `harness plot`: charts and the comparison table from the committed result files.
 //!
-//! Reads `runs.csv` / `reproduce.csv` (rows of `harness bert`, with or without the leading
-//! `protocol` column: rows without it are `qbert`), the JSON reports (per-operation rows),
-//! `published.csv` (figures copied from papers) and `kernels.csv`, and draws PNG and SVG
-//! charts with `plotters`. Text is drawn with a bundled DejaVu Sans so that no system font
-//! is needed. Published figures are drawn light with an outline and say "published";
-//! measured ones are solid. A missing or unreadable input skips its chart with a note; it
-//! never panics. Nothing here communicates.
+//! Reads `runs.csv`, `reproduce.csv` and `peers.csv` (rows of `harness bert` and of the
+//! real-peer scripts, with or without the leading `protocol` column: rows without it are
+//! `qbert`), the JSON reports (per-operation rows), `published.csv` (figures copied from
+//! papers) and `kernels.csv`, and draws PNG and SVG charts with `plotters`. Text is drawn
+//! with a bundled DejaVu Sans so that no system font is needed. Published figures are
+//! drawn light with an outline and say "published"; measured ones are solid. A missing or
+//! unreadable input skips its chart with a note; it never panics. Nothing here
+//! communicates.
 
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
@@ -154,11 +155,12 @@ pub fn protocol_label(p: &str) -> String {
     }
 }
 
-/// Every run in `runs.csv` then `reproduce.csv` (later rows win in selections), with
-/// notes for files that are missing or have unreadable rows.
+/// Every run in `runs.csv`, `reproduce.csv` then `peers.csv` (the real CrypTen / SPU
+/// scripts in scripts/peers; later rows win in selections), with notes for files that
+/// have unreadable rows (missing files are fine).
 pub fn load_runs(dir: &Path, notes: &mut Vec<String>) -> Vec<Run> {
     let mut out = Vec::new();
-    for name in ["runs.csv", "reproduce.csv"] {
+    for name in ["runs.csv", "reproduce.csv", "peers.csv"] {
         let p = dir.join(name);
         if !p.exists() {
             continue;
@@ -431,7 +433,10 @@ pub fn render_summary(
             let ours: Vec<String> = rows
                 .iter()
                 .filter(|r| r.published && r.system.starts_with(vs))
-                .filter_map(|r| r.ours_faster.map(|x| format!("{x:.1}x vs {} ({})", r.system, r.net)))
+                .filter_map(|r| {
+                    r.ours_faster
+                        .map(|x| format!("{x:.1}x vs {} ({})", r.system, r.net))
+                })
                 .collect();
             s += &format!(
                 "- {}x over {vs}: ours {}\n",
@@ -556,18 +561,27 @@ impl Chart for MainChart {
             ))
             .map_err(pe)?;
         let w = title.dim_in_pixel().0 as i32;
-        for (k, (label, published)) in [("measured here", false), ("published (paper figure, other hardware)", true)]
-            .into_iter()
-            .enumerate()
+        for (k, (label, published)) in [
+            ("measured here", false),
+            ("published (paper figure, other hardware)", true),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let y = 12 + 22 * k as i32;
             let x = w - 330;
             title
-                .draw(&Rectangle::new([(x, y), (x + 22, y + 14)], bar_style(GREY_M, published)))
+                .draw(&Rectangle::new(
+                    [(x, y), (x + 22, y + 14)],
+                    bar_style(GREY_M, published),
+                ))
                 .map_err(pe)?;
             if published {
                 title
-                    .draw(&Rectangle::new([(x, y), (x + 22, y + 14)], GREY_M.stroke_width(2)))
+                    .draw(&Rectangle::new(
+                        [(x, y), (x + 22, y + 14)],
+                        GREY_M.stroke_width(2),
+                    ))
                     .map_err(pe)?;
             }
             title
@@ -618,10 +632,9 @@ where
         .disable_y_mesh()
         .y_labels(nseg as usize)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels
-                .get((top - *i) as usize)
-                .cloned()
-                .unwrap_or_default(),
+            SegmentValue::CenterOf(i) => {
+                labels.get((top - *i) as usize).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         })
         .x_label_formatter(&axis_seconds)
@@ -745,7 +758,10 @@ impl Chart for GroupedBars {
                 .draw_series(values.iter().enumerate().map(|(i, &v)| {
                     let i = i as i32;
                     let mut r = Rectangle::new(
-                        [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)],
+                        [
+                            (SegmentValue::Exact(i), 0.0),
+                            (SegmentValue::Exact(i + 1), v),
+                        ],
                         color.filled(),
                     );
                     r.set_margin(0, 0, left, right);
@@ -753,7 +769,9 @@ impl Chart for GroupedBars {
                 }))
                 .map_err(pe)?
                 .label(label.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled())
+                });
             let dx = (band * 0.1 + (j as f64 + 0.5) * bw - band / 2.0).round() as i32;
             let f = self.value_fmt;
             chart
@@ -824,7 +842,9 @@ impl Chart for SeqChart {
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
                 .map_err(pe)?
                 .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(pe)?;
@@ -904,14 +924,19 @@ impl Chart for KernelChart {
         let bh = band * 0.84 / m;
         for (j, be) in self.backends.iter().enumerate() {
             let top = (band * 0.08 + j as f64 * bh).round() as u32;
-            let bottom = (band - band * 0.08 - (j as f64 + 1.0) * bh).max(0.0).round() as u32;
+            let bottom = (band - band * 0.08 - (j as f64 + 1.0) * bh)
+                .max(0.0)
+                .round() as u32;
             let c = BACKEND_COLORS[j % BACKEND_COLORS.len()];
             chart
                 .draw_series(self.pct.iter().enumerate().filter_map(|(i, row)| {
                     let v = row[j]?;
                     let i = i as i32;
                     let mut r = Rectangle::new(
-                        [(0.0, SegmentValue::Exact(i)), (v, SegmentValue::Exact(i + 1))],
+                        [
+                            (0.0, SegmentValue::Exact(i)),
+                            (v, SegmentValue::Exact(i + 1)),
+                        ],
                         c.filled(),
                     );
                     // segmented y runs bottom-up: the first backend is drawn at the bottom
@@ -1021,7 +1046,10 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
                     format!("{} [measured]", r.system)
                 },
                 value: r.online_s,
-                note: match (r.published || r.system != protocol_label("qbert"), r.ours_faster) {
+                note: match (
+                    r.published || r.system != protocol_label("qbert"),
+                    r.ours_faster,
+                ) {
                     (true, Some(x)) if x >= 1.0 => {
                         format!("{:.2} s: ours {x:.1}x faster", r.online_s)
                     }
@@ -1052,7 +1080,11 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
             a.results.display()
         ));
     } else {
-        let h = 60 + panels.iter().map(|p| 70 + 45 * p.1.len() as u32).sum::<u32>();
+        let h = 60
+            + panels
+                .iter()
+                .map(|p| 70 + 45 * p.1.len() as u32)
+                .sum::<u32>();
         let chart = MainChart {
             caption: format!("Secure {} inference, seq {}: online time", a.model, a.seq),
             subtitle: machine
@@ -1089,32 +1121,46 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
                     (
                         format!("{} [measured]", protocol_label(&r.protocol)),
                         color_of(&protocol_label(&r.protocol)),
-                        r.ops.iter().map(|op| if k == 0 { op.1 / 1e3 } else { op.2 }).collect(),
+                        r.ops
+                            .iter()
+                            .map(|op| if k == 0 { op.1 / 1e3 } else { op.2 })
+                            .collect(),
                     )
                 })
                 .collect()
         };
         let time = GroupedBars {
-            caption: format!("Online time per operation, {} seq {}, LAN (all layers)", a.model, a.seq),
+            caption: format!(
+                "Online time per operation, {} seq {}, LAN (all layers)",
+                a.model, a.seq
+            ),
             y_desc: "online time, s".into(),
             categories: cats.clone(),
             series: series(0),
             value_fmt: |v| format!("{v:.2}"),
         };
-        o.files.extend(save(&time, &a.out, "ops-time", (1100, 550))?);
+        o.files
+            .extend(save(&time, &a.out, "ops-time", (1100, 550))?);
         let comm = GroupedBars {
-            caption: format!("Online communication per operation, {} seq {}, both directions", a.model, a.seq),
+            caption: format!(
+                "Online communication per operation, {} seq {}, both directions",
+                a.model, a.seq
+            ),
             y_desc: "MB".into(),
             categories: cats,
             series: series(1),
             value_fmt: |v| format!("{v:.0}"),
         };
-        o.files.extend(save(&comm, &a.out, "ops-comm", (1100, 550))?);
+        o.files
+            .extend(save(&comm, &a.out, "ops-comm", (1100, 550))?);
     }
 
     // (d) time against sequence length
     let mut lines: BTreeMap<(String, String), BTreeMap<usize, f64>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.model == a.model && whole_model(&r.model, r.layers, r.batch)) {
+    for r in runs
+        .iter()
+        .filter(|r| r.model == a.model && whole_model(&r.model, r.layers, r.batch))
+    {
         lines
             .entry((r.protocol.clone(), r.net.clone()))
             .or_default()
@@ -1131,7 +1177,11 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
             .into_iter()
             .map(|((p, net), pts)| {
                 let base = color_of(&protocol_label(&p));
-                let c = if net == "lan" { base } else { RGBColor(base.0 / 2, base.1 / 2, base.2 / 2) };
+                let c = if net == "lan" {
+                    base
+                } else {
+                    RGBColor(base.0 / 2, base.1 / 2, base.2 / 2)
+                };
                 (
                     format!("{} [measured], {net}", protocol_label(&p)),
                     c,
@@ -1186,21 +1236,30 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
             let chart = KernelChart {
                 caption: format!(
                     "Kernel throughput against this machine's limits{}",
-                    machine.as_deref().map_or(String::new(), |m| format!(" ({m})"))
+                    machine
+                        .as_deref()
+                        .map_or(String::new(), |m| format!(" ({m})"))
                 ),
                 kernels,
                 backends,
                 pct,
                 notes,
             };
-            o.files.extend(save(&chart, &a.out, "kernels", (1200, h.min(2400)))?);
+            o.files
+                .extend(save(&chart, &a.out, "kernels", (1200, h.min(2400)))?);
         }
-        Ok(_) => o.notes.push(format!("kernel chart skipped: {} has no rows", kp.display())),
+        Ok(_) => o.notes.push(format!(
+            "kernel chart skipped: {} has no rows",
+            kp.display()
+        )),
         Err(e) => o.notes.push(format!("kernel chart skipped: {e:#}")),
     }
 
     o.summary = render_summary(&rows, &published, &a.model, a.seq, machine.as_deref());
-    let sp = a.summary.clone().unwrap_or_else(|| a.results.join("summary.md"));
+    let sp = a
+        .summary
+        .clone()
+        .unwrap_or_else(|| a.results.join("summary.md"));
     std::fs::write(&sp, &o.summary).with_context(|| format!("writing {}", sp.display()))?;
     o.files.push(sp);
     Ok(o)
@@ -1219,7 +1278,9 @@ mod tests {
     }
 
     fn committed(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../results").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../results")
+            .join(name)
     }
 
     const RUNS: &str = "protocol,model,quant,seq,batch,layers,net,transport,lut_mode,backend,online_s,offline_s,online_mb,online_mb_p0_to_p1,online_mb_p1_to_p0,dealer_mb_p0,dealer_mb_p1,offline_mb,rounds,verified,max_abs_err_vs_plain,max_abs_err_vs_float
@@ -1294,7 +1355,10 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
             let svg =
                 std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).unwrap();
             assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
-            assert!(svg.contains("<rect") || svg.contains("<polyline"), "{name}.svg draws nothing");
+            assert!(
+                svg.contains("<rect") || svg.contains("<polyline"),
+                "{name}.svg draws nothing"
+            );
         }
         let main_svg = std::fs::read_to_string(dir.join("charts/main.svg")).unwrap();
         assert!(main_svg.contains("[published]") && main_svg.contains("[measured]"));
@@ -1304,7 +1368,9 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
         assert!(o.notes.iter().any(|n| n.contains("unreadable rows")));
         let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
         assert_eq!(summary, o.summary);
-        assert!(summary.contains("| ours (qbert) | lan | 4.00 | 200 | 244 | 10.0x | 1.0x | measured |"));
+        assert!(
+            summary.contains("| ours (qbert) | lan | 4.00 | 200 | 244 | 10.0x | 1.0x | measured |")
+        );
         assert!(summary.contains("test box"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1314,21 +1380,43 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
         let dir = tmpdir("empty");
         let o = plot(&args(&dir)).unwrap();
         assert_eq!(o.files, vec![dir.join("summary.md")]);
-        for what in ["published", "main chart", "per-operation", "sequence-length", "kernel"] {
-            assert!(o.notes.iter().any(|n| n.contains(what)), "no note on {what}: {:?}", o.notes);
+        for what in [
+            "published",
+            "main chart",
+            "per-operation",
+            "sequence-length",
+            "kernel",
+        ] {
+            assert!(
+                o.notes.iter().any(|n| n.contains(what)),
+                "no note on {what}: {:?}",
+                o.notes
+            );
         }
         // published figures but no measured run: still no main chart for lan/wan
         std::fs::copy(committed("published.csv"), dir.join("published.csv")).unwrap();
         std::fs::write(dir.join("kernels.csv"), "kernel,backend\n").unwrap();
         std::fs::write(dir.join("runs.csv"), "garbage\n\"unterminated").unwrap();
         let o = plot(&args(&dir)).unwrap();
-        assert!(!o.files.iter().any(|f| f.ends_with("main.png")), "{:?}", o.files);
+        assert!(
+            !o.files.iter().any(|f| f.ends_with("main.png")),
+            "{:?}",
+            o.files
+        );
         assert!(o.notes.iter().any(|n| n.contains("main chart skipped")));
         assert!(o.notes.iter().any(|n| n.contains("runs.csv")));
         // one measured run of ours at lan: the main chart, SIGMA's panel compared with it
-        std::fs::write(dir.join("runs.csv"), RUNS.lines().take(3).collect::<Vec<_>>().join("\n")).unwrap();
+        std::fs::write(
+            dir.join("runs.csv"),
+            RUNS.lines().take(3).collect::<Vec<_>>().join("\n"),
+        )
+        .unwrap();
         let o = plot(&args(&dir)).unwrap();
-        assert!(o.files.iter().any(|f| f.ends_with("main.svg")), "{:?}", o.notes);
+        assert!(
+            o.files.iter().any(|f| f.ends_with("main.svg")),
+            "{:?}",
+            o.notes
+        );
         let svg = std::fs::read_to_string(dir.join("charts/main.svg")).unwrap();
         assert!(svg.contains("SIGMA") && svg.contains("BumbleBee") && !svg.contains("WAN"));
         assert!(o.notes.iter().any(|n| n.contains("kernel chart skipped")));
@@ -1367,7 +1455,11 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
             .collect();
         assert_eq!(
             claims,
-            vec![("BumbleBee".into(), 8.0), ("SIGMA".into(), 9.0), ("CrypTen".into(), 22.0)]
+            vec![
+                ("BumbleBee".into(), 8.0),
+                ("SIGMA".into(), 9.0),
+                ("CrypTen".into(), 22.0)
+            ]
         );
         for r in &rows {
             assert_eq!(r.model, "bert-base");
@@ -1386,7 +1478,9 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
         let runs = load_runs(&dir, &mut notes);
         assert!(notes.is_empty(), "{notes:?}");
         assert!(!runs.is_empty());
-        assert!(runs.iter().all(|r| r.protocol == "qbert" && r.rounds.is_some()));
+        assert!(runs
+            .iter()
+            .all(|r| r.protocol == "qbert" && r.rounds.is_some()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1402,7 +1496,10 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
         assert_eq!(get("LayerNorm").2, 57.0 + 170.0);
         assert_eq!(get("other").1, 16.0);
         let total: f64 = r.ops.iter().map(|o| o.1).sum();
-        assert_eq!(total, 1200.0 + 1000.0 + 120.0 + 5800.0 + 1200.0 + 1400.0 + 16.0 + 10.0);
+        assert_eq!(
+            total,
+            1200.0 + 1000.0 + 120.0 + 5800.0 + 1200.0 + 1400.0 + 16.0 + 10.0
+        );
         assert!(ops_report(&serde_json::json!([1, 2])).is_none());
     }
 
@@ -1459,14 +1556,26 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
                 run("qbert", "lan", o_lan),
                 run("qbert", "wan", o_wan),
                 run("crypten", "wan", c_wan),
-                Run { seq: 64, ..run("qbert", "lan", 0.01) },
-                Run { layers: 1, ..run("qbert", "wan", 0.01) },
+                Run {
+                    seq: 64,
+                    ..run("qbert", "lan", 0.01)
+                },
+                Run {
+                    layers: 1,
+                    ..run("qbert", "wan", 0.01)
+                },
             ];
-            let pubs = vec![published("X", "lan", p_lan), published("Y", "sigma-lan", p_sigma)];
+            let pubs = vec![
+                published("X", "lan", p_lan),
+                published("Y", "sigma-lan", p_sigma),
+            ];
             let rows = summary_rows(&runs, &pubs, "bert-base", 128);
             assert_eq!(rows.len(), 6, "{rows:?}");
             let row = |sys: &str, net: &str| {
-                rows.iter().find(|r| r.system == sys && r.net == net).unwrap().clone()
+                rows.iter()
+                    .find(|r| r.system == sys && r.net == net)
+                    .unwrap()
+                    .clone()
             };
             let close = |a: Option<f64>, b: f64| (a.unwrap() / b - 1.0).abs() < 1e-12;
             let ours = row("ours (qbert)", "lan");
@@ -1488,7 +1597,12 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
             assert!(y.source.contains("ours at lan"));
         }
         // without a baseline run there is no CrypTen speedup, and no division by zero
-        let rows = summary_rows(&[run("qbert", "lan", 0.0)], &[published("X", "lan", 3.0)], "bert-base", 128);
+        let rows = summary_rows(
+            &[run("qbert", "lan", 0.0)],
+            &[published("X", "lan", 3.0)],
+            "bert-base",
+            128,
+        );
         assert!(rows.iter().all(|r| r.vs_crypten.is_none()));
         assert!(rows[1].ours_faster.is_none());
     }
