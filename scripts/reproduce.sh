@@ -21,7 +21,8 @@
 # Memory: before each sweep run the peak memory is extrapolated from the previous runs
 # (GNU time's maximum RSS, growth fitted on the last two lengths); a run predicted not to
 # fit in 85 % of the available memory is run with --spill (ours) or skipped with a message.
-# The full bert-base run takes tens of minutes to hours on a 2-core machine.
+# REPRODUCE_AVAIL_KB=N pretends N kB are available (to check those paths). The full
+# bert-base run takes tens of minutes to hours on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +55,8 @@ cargo build --release -q -p harness
 bin="${CARGO_TARGET_DIR:-target}/release/harness"
 
 proto_flag=1
-if ! "$bin" bert --help | grep -q -- '--protocol'; then
+help_text=$("$bin" bert --help)
+if ! grep -q -- '--protocol' <<<"$help_text"; then
     proto_flag=0
     if [ "$crypten" = 1 ]; then
         echo "note: this harness has no --protocol flag (the CrypTen-style baseline is not in this build): running ours only"
@@ -120,7 +122,8 @@ predict_kb() {
         }'
 }
 
-avail_kb() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
+# REPRODUCE_AVAIL_KB overrides the available memory (to check the spill/skip paths)
+avail_kb() { echo "${REPRODUCE_AVAIL_KB:-$(awk '/MemAvailable/ {print $2}' /proc/meminfo)}"; }
 
 # sweep_one PROTO SEQ: run, with --spill or not at all when predicted not to fit
 sweep_one() {
@@ -129,12 +132,12 @@ sweep_one() {
     avail=$(avail_kb)
     if [ -n "$pred" ] && [ "$pred" -gt $(( avail * 85 / 100 )) ]; then
         if [ "$proto" = qbert ]; then
-            echo "   seq $seq: predicted $(( pred / 1048576 )) GiB > 85 % of the $(( avail / 1048576 )) GiB available: --spill $spill (needs the offline material's size on disk: $(df -h --output=avail "$(dirname "$spill")" | tail -1 | xargs) free)"
+            echo "   seq $seq: predicted $(( pred / 1024 )) MiB > 85 % of the $(( avail / 1024 )) MiB available: --spill $spill (needs the offline material's size on disk: $(df -h --output=avail "$(dirname "$spill")" | tail -1 | xargs) free)"
             mkdir -p "$spill"
             run "$proto" lan "$seq" --spill "$spill"
             rm -rf "${spill:?}"/*
         else
-            echo "   skipped $proto seq $seq: predicted $(( pred / 1048576 )) GiB, $(( avail / 1048576 )) GiB available"
+            echo "   skipped $proto seq $seq: predicted $(( pred / 1024 )) MiB, $(( avail / 1024 )) MiB available"
         fi
     elif [ -z "$pred" ] && [ "$have_time" = 0 ] && [ "$seq" -ge 512 ] && [ "$proto" = qbert ]; then
         echo "   no memory figures (GNU time missing): seq $seq with --spill $spill"

@@ -395,6 +395,15 @@ pub fn summary_rows(
     out
 }
 
+/// A speedup of ours, saying so when ours is slower.
+fn speedup(x: f64) -> String {
+    if x >= 1.0 {
+        format!("{x:.1}x")
+    } else {
+        format!("{x:.2}x (ours slower)")
+    }
+}
+
 fn fmt_opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or("-".into(), f)
 }
@@ -421,7 +430,7 @@ pub fn render_summary(
             fmt_opt(r.mb, |m| format!("{m:.0}")),
             fmt_opt(r.rounds, |x| x.to_string()),
             fmt_opt(r.vs_crypten, |x| format!("{x:.1}x")),
-            fmt_opt(r.ours_faster, |x| format!("{x:.1}x")),
+            fmt_opt(r.ours_faster, speedup),
             r.source
         );
     }
@@ -435,7 +444,7 @@ pub fn render_summary(
                 .filter(|r| r.published && r.system.starts_with(vs))
                 .filter_map(|r| {
                     r.ours_faster
-                        .map(|x| format!("{x:.1}x vs {} ({})", r.system, r.net))
+                        .map(|x| format!("{} vs {} ({})", speedup(x), r.system, r.net))
                 })
                 .collect();
             s += &format!(
@@ -702,13 +711,16 @@ fn axis_num(v: &f64) -> String {
 
 const GREY_M: RGBColor = RGBColor(90, 90, 90);
 
+/// A labelled series of one value per category.
+type Series = (String, RGBColor, Vec<f64>);
+
 /// Grouped vertical bars: one group per category, one bar per series.
 struct GroupedBars {
     caption: String,
     y_desc: String,
     categories: Vec<String>,
     /// (series label, color, values per category)
-    series: Vec<(String, RGBColor, Vec<f64>)>,
+    series: Vec<Series>,
     value_fmt: fn(f64) -> String,
 }
 
@@ -797,10 +809,13 @@ impl Chart for GroupedBars {
     }
 }
 
+/// A labelled line of (x, y) points.
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Online time against sequence length, one line per (protocol, net).
 struct SeqChart {
     caption: String,
-    lines: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    lines: Vec<Line>,
 }
 
 impl Chart for SeqChart {
@@ -983,7 +998,8 @@ fn machine_line(dir: &Path) -> Option<String> {
     let t = std::fs::read_to_string(dir.join("machine.txt")).ok()?;
     let line = t
         .lines()
-        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("machine:").trim())
+        .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
     (!line.is_empty()).then_some(line)
@@ -1114,7 +1130,7 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
         let mut protos: Vec<&&OpsReport> = latest.values().collect();
         protos.sort_by_key(|r| (r.protocol != "qbert", r.protocol.clone()));
         let cats: Vec<String> = OP_CATEGORIES.iter().map(|s| s.to_string()).collect();
-        let series = |k: usize| -> Vec<(String, RGBColor, Vec<f64>)> {
+        let series = |k: usize| -> Vec<Series> {
             protos
                 .iter()
                 .map(|r| {
@@ -1481,6 +1497,22 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
         assert!(runs
             .iter()
             .all(|r| r.protocol == "qbert" && r.rounds.is_some()));
+        // rows of the real-peer scripts (scripts/peers) follow, with empty fields
+        let n = runs.len();
+        std::fs::write(
+            dir.join("peers.csv"),
+            "protocol,model,quant,seq,batch,layers,net,transport,lut_mode,backend,online_s,offline_s,online_mb,online_mb_p0_to_p1,online_mb_p1_to_p0,dealer_mb_p0,dealer_mb_p1,offline_mb,rounds,verified,max_abs_err_vs_plain,max_abs_err_vs_float\n\
+             crypten-0.4.1,bert-base,fixed16,16,1,1,loopback,tcp,,\"test, x; x86_64, 2 cpus\",1.2346,,3.0,1.0,2.0,,,,10,,,0.01\n\
+             spu-0.9.5-semi2k,bert-base,fxp,16,1,12,loopback,tcp,,t,2.0,,,,,,,,,,,0.02\n",
+        )
+        .unwrap();
+        let runs = load_runs(&dir, &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(runs.len(), n + 2);
+        assert_eq!(runs[n].protocol, "crypten-0.4.1");
+        assert_eq!((runs[n].online_mb, runs[n].rounds), (Some(3.0), Some(10)));
+        assert_eq!((runs[n + 1].online_mb, runs[n + 1].rounds), (None, None));
+        assert_eq!(runs[n + 1].online_s, 2.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
