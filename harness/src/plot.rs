@@ -1005,6 +1005,7 @@ fn machine_line(dir: &Path) -> Option<String> {
     (!line.is_empty()).then_some(line)
 }
 
+/// A number with an SI prefix (k, M, G, T) and three significant digits.
 fn si(v: f64) -> String {
     let (d, s) = if v >= 1e12 {
         (1e12, "T")
@@ -1017,8 +1018,16 @@ fn si(v: f64) -> String {
     } else {
         (1.0, "")
     };
-    let t = format!("{:.3}", v / d);
-    format!("{}{s}", t.trim_end_matches('0').trim_end_matches('.'))
+    // three significant digits
+    let x = v / d;
+    let t = if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    };
+    format!("{t}{s}")
 }
 
 /// Draws every chart it has inputs for into `a.out` and writes the summary table.
@@ -1212,7 +1221,8 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
         o.files.extend(save(&chart, &a.out, "seq", (1000, 600))?);
     }
 
-    // (e) kernels against the machine's limits
+    // (e) kernels against the machine's limits, as a chart and a table
+    let mut kernel_table = String::new();
     let kp = a.results.join("kernels.csv");
     match read_csv::<KernelRow>(&kp) {
         Ok((krows, _)) if !krows.is_empty() => {
@@ -1227,22 +1237,46 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
                 }
             }
             let mut pct = vec![vec![None; backends.len()]; kernels.len()];
-            let mut notes = vec![String::new(); kernels.len()];
-            let mut best = vec![-1.0; kernels.len()];
+            // the backend closest to its limit, per kernel
+            let mut best: Vec<Option<&KernelRow>> = vec![None; kernels.len()];
             for k in &krows {
                 let i = kernels.iter().position(|x| *x == k.kernel).unwrap_or(0);
                 let j = backends.iter().position(|x| *x == k.backend).unwrap_or(0);
                 pct[i][j] = Some(k.pct_of_limit);
-                if k.pct_of_limit > best[i] {
-                    best[i] = k.pct_of_limit;
-                    notes[i] = format!(
-                        "{}: {} of {} {}",
-                        k.backend,
-                        si(k.throughput),
-                        si(k.limit),
-                        k.unit
-                    );
+                if best[i].is_none_or(|b| k.pct_of_limit > b.pct_of_limit) {
+                    best[i] = Some(k);
                 }
+            }
+            let mut notes: Vec<String> = best
+                .iter()
+                .map(|b| {
+                    b.map_or(String::new(), |k| {
+                        format!(
+                            "{}: {} of {} {}",
+                            k.backend,
+                            si(k.throughput),
+                            si(k.limit),
+                            k.unit
+                        )
+                    })
+                })
+                .collect();
+            kernel_table =
+                "\nKernels against this machine's limits (results/kernels.csv; the backend \
+                            closest to its limit per kernel):\n\n\
+                            | kernel | backend | throughput | limit | unit | % of limit |\n\
+                            |---|---|---|---|---|---|\n"
+                    .to_string();
+            for k in best.iter().flatten() {
+                kernel_table += &format!(
+                    "| {} | {} | {} | {} | {} | {:.1} |\n",
+                    k.kernel,
+                    k.backend,
+                    si(k.throughput),
+                    si(k.limit),
+                    k.unit,
+                    k.pct_of_limit
+                );
             }
             // drawn bottom-up: reverse so the file's first kernel is at the top
             kernels.reverse();
@@ -1272,6 +1306,7 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
     }
 
     o.summary = render_summary(&rows, &published, &a.model, a.seq, machine.as_deref());
+    o.summary += &kernel_table;
     let sp = a
         .summary
         .clone()
@@ -1388,6 +1423,24 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
             summary.contains("| ours (qbert) | lan | 4.00 | 200 | 244 | 10.0x | 1.0x | measured |")
         );
         assert!(summary.contains("test box"));
+        // the kernel table: one row per kernel of kernels.csv, its best backend
+        let krows = read_csv::<KernelRow>(&committed("kernels.csv")).unwrap().0;
+        let best = krows
+            .iter()
+            .filter(|k| k.kernel == "matmul-qkv")
+            .max_by(|a, b| a.pct_of_limit.total_cmp(&b.pct_of_limit))
+            .unwrap();
+        assert!(summary.contains(&format!(
+            "| matmul-qkv | {} | {} | {} | {} | {:.1} |",
+            best.backend,
+            si(best.throughput),
+            si(best.limit),
+            best.unit,
+            best.pct_of_limit
+        )));
+        assert_eq!(si(76.39e9), "76.4G");
+        assert_eq!(si(2.712014e11), "271G");
+        assert_eq!(si(6.62), "6.62");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
