@@ -6,7 +6,10 @@ loopback, random weights (peers_common.py, the same for every peer).
 P0 secret-shares the weights, P1 the embedded input (before the clock starts, like the
 harness's model registration and input); the clock covers the secure forward pass and
 opening the output. Bytes and rounds are CrypTen's own communication counters
-(cfg.communicator.verbose), per party. Beaver triples come from CrypTen's default
+(cfg.communicator.verbose). Each party's byte counter counts what it sends and what it
+receives (8 bytes per ring element), so, as CrypTen's documentation says, the traffic of
+the whole system is the sum over the parties halved: that is the online_mb written to the
+CSV (the per-direction columns stay empty); the per-party counters are printed. Beaver triples come from CrypTen's default
 trusted-first-party provider (TFP: generated locally from shared seeds, no traffic), and
 that generation is inside the timed pass.
 
@@ -34,7 +37,7 @@ def party(rank, rendezvous, seq, layers, whole, seeds, out):
     import crypten
     import crypten.communicator as comm
 
-    crypten.cfg.communicator.verbose = True  # count bytes and rounds
+    crypten.cfg["communicator.verbose"] = True  # count bytes and rounds
     crypten.init()
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     ws, head = pc.random_weights(layers, seeds[0])
@@ -115,11 +118,14 @@ def main():
         online = max(r[1] for r in res)
         rounds = max(r[3] for r in res)
         what = "model" if whole else "layer"
-        print(f"crypten {what} seq {a.seq}: online {online:.3f} s, P0 {res[0][2] / 1e6:.1f} MB, "
-              f"P1 {res[1][2] / 1e6:.1f} MB, {rounds} rounds, max |err| vs float {err:.4f}")
-        pc.append_row(a.csv, pc.row("crypten-0.4.1", a.seq, layers, "fixed16", online,
-                                    res[0][2], res[1][2], rounds, err,
-                                    "CrypTen 0.4.1, gloo over loopback, TFP triples"))
+        print(f"crypten {what} seq {a.seq}: online {online:.3f} s, counters (sent + received) "
+              f"P0 {res[0][2] / 1e6:.1f} MB, P1 {res[1][2] / 1e6:.1f} MB, system "
+              f"{(res[0][2] + res[1][2]) / 2e6:.1f} MB, {rounds} rounds, "
+              f"max |err| vs float {err:.4f}")
+        r = pc.row("crypten-0.4.1", a.seq, layers, "fixed16", online, None, None, rounds, err,
+                   "CrypTen 0.4.1, gloo over loopback, TFP triples")
+        r["online_mb"] = round((res[0][2] + res[1][2]) / 2 / 1e6, 3)
+        pc.append_row(a.csv, r)
 
 
 if __name__ == "__main__":
