@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod head;
 pub mod model;
 pub mod party;
+pub mod plot;
 pub mod program;
 pub mod quant;
 pub mod report;

@@ -43,6 +43,8 @@ enum Cmd {
     /// Classify sentences as positive or negative by secure inference on the real model
     /// (the client holds the text, the server the quantized MiniLM and its head)
     Classify(ClassifyArgs),
+    /// Draw the comparison charts (PNG and SVG) and the summary table from result files
+    Plot(harness::plot::PlotArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -404,6 +406,18 @@ fn classify(a: &ClassifyArgs) -> Result<()> {
     Ok(())
 }
 
+fn plot(a: &harness::plot::PlotArgs) -> Result<()> {
+    let o = harness::plot::plot(a)?;
+    for n in &o.notes {
+        eprintln!("note: {n}");
+    }
+    print!("{}", o.summary);
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -418,6 +432,7 @@ fn main() {
         Cmd::Party(p) if p.bert.protocol == ProtocolArg::Crypten => Err(anyhow::anyhow!(
             "--protocol crypten runs in-process only (harness bert)"
         )),
+        Cmd::Plot(a) => plot(a),
         Cmd::Party(p) => harness::party::run_party(
             &harness::party::PartyOptions {
                 role: p.role.clone(),
