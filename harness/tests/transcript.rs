@@ -285,10 +285,10 @@ fn table_needles(p: &Prepared, n: &mut Needles) {
     n.add(cat, &c.t_exp().entries, le);
     n.add(cat, &c.t_p().entries, le);
     n.add(cat, &c.t_rsqrt().entries, le);
-    n.add(cat, &c.t_ln_lo::<u32>().entries, le);
-    n.add(cat, &c.t_ln_lo::<u64>().entries, le);
-    n.add(cat, &c.t_ln_hi::<u32>().entries, le);
-    n.add(cat, &c.t_ln_hi::<u64>().entries, le);
+    for i in 0..harness::quant::LN_WINDOWS {
+        n.add(cat, &c.t_ln::<u32>(i).entries, le);
+        n.add(cat, &c.t_ln::<u64>(i).entries, le);
+    }
 }
 
 /// P1's secrets: its tokens, the float embedding it computes in the clear, and that
