@@ -1543,7 +1543,19 @@ not-a-number-row,bert-base,w1a4,x,1,12,lan,mem,auto,cpu,abc,1,1,1,1,1,1,1,1,true
     fn old_runs_csv_without_protocol_reads_as_ours() {
         let mut notes = Vec::new();
         let dir = tmpdir("old");
-        std::fs::copy(committed("runs.csv"), dir.join("runs.csv")).unwrap();
+        // the committed runs.csv in the format before the `protocol` column: its rows of
+        // ours with that column dropped
+        let cur = std::fs::read_to_string(committed("runs.csv")).unwrap();
+        let old: String = cur
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("protocol,")
+                    .or_else(|| l.strip_prefix("qbert,"))
+                    .map(|r| format!("{r}\n"))
+            })
+            .collect();
+        assert!(old.lines().count() > 1);
+        std::fs::write(dir.join("runs.csv"), old).unwrap();
         let runs = load_runs(&dir, &mut notes);
         assert!(notes.is_empty(), "{notes:?}");
         assert!(!runs.is_empty());
