@@ -294,16 +294,7 @@ pub fn run_crypten_on<'a>(
         let x = model::embed(weights, &toks, None)?;
         float_logits.extend(run::float_head(weights, &x, spec.seq, layers));
     }
-    let shapes = Shapes {
-        layers,
-        hidden: cfg.hidden,
-        heads: cfg.heads,
-        ffn: cfg.ffn,
-        seq: spec.seq,
-        batch: spec.batch,
-        labels: weights.classifier.as_ref().map_or(0, |c| c.d_out),
-        pooler: weights.pooler.is_some(),
-    };
+    let shapes = Shapes::of(weights, layers, spec.seq, spec.batch);
     let prog = CryptenProgram {
         shapes,
         weights: Arc::new(FxWeights::of(weights, layers)?),

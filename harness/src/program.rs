@@ -20,6 +20,24 @@ pub struct Shapes {
     pub pooler: bool,
 }
 
+impl Shapes {
+    /// The shapes of a run of `w`'s first `layers` layers (labels and pooler from its
+    /// classifier and pooler).
+    pub fn of(w: &crate::model::BertWeights, layers: usize, seq: usize, batch: usize) -> Self {
+        let cfg = &w.config;
+        Shapes {
+            layers,
+            hidden: cfg.hidden,
+            heads: cfg.heads,
+            ffn: cfg.ffn,
+            seq,
+            batch,
+            labels: w.classifier.as_ref().map_or(0, |c| c.d_out),
+            pooler: w.pooler.is_some(),
+        }
+    }
+}
+
 /// P1's input: the embedded, normalised tokens (computed in the clear on the public
 /// embedding table) in the residual encoding (step 2^-(fres - fg)). The embedding
 /// LayerNorm's gamma and beta, and the a-bit quantization of its output, are the server's

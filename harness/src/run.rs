@@ -178,16 +178,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
         float_logits.extend(float_head(&weights, &x, spec.seq, layers));
         tokens.extend(toks);
     }
-    let shapes = Shapes {
-        layers,
-        hidden: cfg.hidden,
-        heads: cfg.heads,
-        ffn: cfg.ffn,
-        seq: spec.seq,
-        batch: spec.batch,
-        labels: weights.classifier.as_ref().map_or(0, |c| c.d_out),
-        pooler: weights.pooler.is_some(),
-    };
+    let shapes = Shapes::of(&weights, layers, spec.seq, spec.batch);
     Ok(Prepared {
         weights,
         shapes,
