@@ -102,3 +102,29 @@ pub fn message(data: &[u8]) {
         }
     }
 }
+
+/// Replays every input under `root/tests/fuzz_regressions/<target>/` and the fuzzers'
+/// committed seeds `root/../fuzz/seeds/<target>/` through `run` (for the regression
+/// tests of the crate at `root`); returns how many ran. Panics on unreadable files.
+pub fn replay(root: &std::path::Path, target: &str, run: fn(&[u8])) -> usize {
+    let mut n = 0;
+    for dir in [
+        root.join("tests/fuzz_regressions").join(target),
+        root.join("../fuzz/seeds").join(target),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "py") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            eprintln!("replaying {}", path.display());
+            run(&bytes);
+            n += 1;
+        }
+    }
+    n
+}

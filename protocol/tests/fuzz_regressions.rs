@@ -5,27 +5,7 @@
 use std::path::Path;
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut n = 0;
-    for dir in [
-        root.join("tests/fuzz_regressions").join(target),
-        root.join("../fuzz/seeds").join(target),
-    ] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.extension().is_some_and(|x| x == "py") {
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            eprintln!("replaying {}", path.display());
-            run(&bytes);
-            n += 1;
-        }
-    }
-    n
+    protocol::fuzzing::replay(Path::new(env!("CARGO_MANIFEST_DIR")), target, run)
 }
 
 #[test]
