@@ -112,7 +112,7 @@ impl<'w> Pipeline<'w> {
         let cfg = &weights.config;
         let consts = Consts::new(&quant, cfg, calib.first().map_or(1, |t| t.len()));
         let (embs, traces) = calibration_traces(weights, calib, cfg.layers)?;
-        let scales = quant::calibrate(&embs, &traces, &consts, CALIB_CLIP);
+        let scales = quant::calibrate(&embs, &traces, &consts, &quant, CALIB_CLIP);
         Ok(Pipeline {
             weights,
             quant,
@@ -478,6 +478,30 @@ pub fn evaluate(
                 .map(|(t, _)| t.len())
                 .sum::<usize>() as f64
                 / m;
+            {
+                let pr: Vec<bool> = out
+                    .iter()
+                    .map(|o| float_head.logit(&o[2..]) > 0.0)
+                    .collect();
+                let a =
+                    pr.iter().zip(&yte).filter(|(p, l)| p == l).count() as f64 / yte.len() as f64;
+                eprintln!("DEBUG float head on engine features (f64): {a:.3}");
+                for i in 0..5 {
+                    eprintln!(
+                        "DEBUG  engine {:.3} f64-on-q {:.3} float {:.3}",
+                        out[i][0],
+                        float_head.logit(&out[i][2..]),
+                        float_head.logit(&fte[i])
+                    );
+                }
+                let wmax = float_head.w.iter().map(|x| x.abs()).fold(0.0, f64::max);
+                let wmean =
+                    float_head.w.iter().map(|x| x.abs()).sum::<f64>() / float_head.w.len() as f64;
+                eprintln!(
+                    "DEBUG head |w| max {wmax:.2} mean {wmean:.2} b {:.2}",
+                    float_head.b
+                );
+            }
             for (col, name) in [(0, "float"), (1, "retrained")] {
                 let pred: Vec<bool> = sec.iter().map(|s| s.logits[col] > 0.0).collect();
                 let plain = &plain_pred(col)[..n];

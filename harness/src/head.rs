@@ -17,6 +17,10 @@ use std::path::Path;
 /// held-out fifth of the training split is kept, ties going to the stronger penalty.
 pub const LAMBDAS: [f64; 5] = [0.1, 1.0, 10.0, 100.0, 1000.0];
 
+/// Features whose standard deviation is below this fraction of the median one are left out
+/// of the head (weight 0).
+pub const DEAD_SPREAD: f64 = 1e-3;
+
 /// A trained head: `logit = w·x + b`, positive when the logit is > 0.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Head {
@@ -147,14 +151,23 @@ fn fit(x: &[f64], d: usize, y: &[bool], lambda: f64) -> Result<Head> {
             sd[j] += (r[j] - mu[j]).powi(2) / n as f64;
         }
     }
-    sd.iter_mut().for_each(|s| *s = s.sqrt().max(1e-12));
+    sd.iter_mut().for_each(|s| *s = s.sqrt());
+    // Features that barely vary carry no information, and standardising them would turn
+    // rounding noise into signal: all-MiniLM-L6-v2's pooled embedding has three
+    // dimensions with a spread of 1e-32..1e-9 (where the median is 0.2), which gave
+    // weights of 1e7 that made any quantized model's features read as one class. They
+    // get weight 0.
+    let mut sorted = sd.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let floor = DEAD_SPREAD * sorted[d / 2];
+    let live: Vec<bool> = sd.iter().map(|&s| s > floor && s > 0.0).collect();
     // z = [standardised x, 1]
     let p = d + 1;
     let z: Vec<f64> = x
         .chunks_exact(d)
         .flat_map(|r| {
             (0..d)
-                .map(|j| (r[j] - mu[j]) / sd[j])
+                .map(|j| if live[j] { (r[j] - mu[j]) / sd[j] } else { 0.0 })
                 .chain(std::iter::once(1.0))
                 .collect::<Vec<_>>()
         })
@@ -213,7 +226,9 @@ fn fit(x: &[f64], d: usize, y: &[bool], lambda: f64) -> Result<Head> {
         }
     }
     // fold the standardisation back: w_j = t_j / sd_j, b = t_d - sum t_j mu_j / sd_j
-    let w: Vec<f64> = (0..d).map(|j| theta[j] / sd[j]).collect();
+    let w: Vec<f64> = (0..d)
+        .map(|j| if live[j] { theta[j] / sd[j] } else { 0.0 })
+        .collect();
     let b = theta[d] - (0..d).map(|j| w[j] * mu[j]).sum::<f64>();
     Ok(Head {
         features: String::new(),

@@ -78,6 +78,45 @@ pub const SAT: f64 = 27.0;
 pub const LN_WINDOWS: usize = 3;
 pub const LN_SPACING: u32 = 13;
 
+/// The GELU table's input window covers +-2^(GELU_RANGE_BITS - 1) = +-32. Real FFN1
+/// outputs reach ~25 (all-MiniLM-L6-v2: one token per sequence in one channel of layers
+/// 0-2, the feature that makes the residual stream's outlier dimension; -17 at the low
+/// end): a +-16 window wrapped them onto the opposite end, turning a GELU of 24 into 0
+/// and the residual outlier of 218 into 30.
+pub const GELU_RANGE_BITS: u32 = 6;
+/// Index bits below the GELU output's step: one (the output is rounded to the step
+/// anyway; a second guard bit would cost a table twice the size for the same window).
+pub const GELU_GUARD: u32 = 1;
+
+/// GELU's wide band: the table's inputs in [[`GELU_NARROW`], 2 [`GELU_NARROW`]) read
+/// x = [`GELU_WIDE`] (i - 1.5 [`GELU_NARROW`]), so they cover +-[`GELU_WIDE`]
+/// [`GELU_NARROW`] at [`GELU_WIDE`] times the index step, and give GELU(x) at the normal
+/// output step without the a-bit clip (up to 2^(a+3) levels: the band's outputs are
+/// wider than a bits, the price of not clipping them). P0 sends an FFN1 channel there by
+/// folding the affine map into its weights and bias (a 1-bit layer into its per-channel
+/// scale); which channels go there is private, the table is public. All-MiniLM-L6-v2
+/// has one such channel in each of layers 0-2 (GELU inputs up to 25, once per sequence:
+/// the source of the residual stream's outlier feature, 218 after layer 0); clipped at
+/// the a-bit top (7.8 for a = 8) that feature came out at 90.
+pub const GELU_WIDE: f64 = 4.0;
+/// The normal band's bound: FFN1 channels whose calibrated |value| exceeds
+/// [`GELU_WIDE_AT`] (half the bound, for inputs the calibration did not see) go to the
+/// wide band.
+pub const GELU_NARROW: f64 = 16.0;
+pub const GELU_WIDE_AT: f64 = 8.0;
+
+/// The p table's window spans at least this many score units (see [`Consts::w_p`]), of
+/// which the top [`P_TOP`] are d > 0: rows past exp's saturation [`SAT`], whose top score
+/// exceeds the row mean by at most ~41 in real text, so d <= 41 - SAT < P_TOP.
+pub const P_SPAN: f64 = 112.0;
+pub const P_TOP: f64 = 16.0;
+
+/// Headroom of a per-channel LayerNorm output step over its calibrated range: one channel's
+/// range from a few hundred rows says less about unseen inputs than a whole tensor's
+/// (with 2 calibration sequences of a random bert-tiny, exact ranges doubled the logit
+/// error); 1.25 costs the real model nothing measurable (w8a8 cosine 0.9967 -> 0.9966).
+pub const PC_HEADROOM: f64 = 1.25;
+
 /// Fractional bits of P0's gamma / s for the a-bit LayerNorm outputs (applied to y 2^fy:
 /// products stay below 2^60 for |y gamma / s| < 2^12).
 pub const LNX_BITS: u32 = 12;
@@ -145,9 +184,10 @@ impl Consts {
             kl: 16,
             fres: 12,
             fg: 6,
-            // linear outputs within +-2^(31 - flin) = +-256: real models' FFN2 outputs
-            // reach ~200 on outlier features (all-MiniLM-L6-v2: 196 in layer 0)
-            flin: 23,
+            // linear outputs within +-2^(31 - flin) = +-512: real models' FFN2 outputs
+            // reach ~200 on outlier features (all-MiniLM-L6-v2: 190 in layer 0), too close
+            // to +-256 once the GELU stops clipping them
+            flin: 22,
             fl: 22,
             fy: 36,
             var_log2: 8,
@@ -186,12 +226,12 @@ impl Consts {
             k: 32 - (self.flin - self.fres),
         }
     }
-    /// FFN1 -> GELU: step SG / 2^g over +-16.
+    /// FFN1 -> GELU: step SG / 2^[`GELU_GUARD`] over +-2^([`GELU_RANGE_BITS`] - 1).
     pub fn w_gelu(&self) -> Window {
-        let e = self.eg - self.g as i32; // log2 of the index step
+        let e = self.eg - GELU_GUARD as i32; // log2 of the index step
         Window {
             j: (self.flin as i32 + e) as u32,
-            k: (5 - e) as u32,
+            k: (GELU_RANGE_BITS as i32 - e) as u32,
         }
     }
     /// Pooler -> tanh: step 1/64 over +-8.
@@ -230,11 +270,14 @@ impl Consts {
     pub fn e_max(&self) -> f64 {
         self.n as f64 * self.sat.exp() * 2f64.powi(self.fe as i32)
     }
-    /// d = s - L -> p: step <= 1/8, k = 10, index range read as [-(W - 24), 24) for the
-    /// window width W in (64, 128]: d > 0 (a row above saturation) means p ~ 1, and
-    /// very negative d must not alias onto it.
+    /// d = s - L -> p: k = 10, the window at least [`P_SPAN`] score units wide (W in
+    /// [P_SPAN, 2 P_SPAN), step W / 1024 < 0.22), its index range read as
+    /// [-(W - [`P_TOP`]), [`P_TOP`]): d > 0 (a row above saturation) means p ~ 1, and very
+    /// negative d must not alias onto it: in peaked rows of real models (all-MiniLM-L6-v2,
+    /// layer 0) the lowest key sits ~85 units below the top one, and a 64-unit window
+    /// gave it p = 1.
     pub fn w_p(&self) -> Window {
-        let j = (self.s_scale() / 8.0).log2().floor() as u32;
+        let j = (P_SPAN * self.s_scale() / 1024.0).log2().ceil() as u32;
         Window { j, k: 10 }
     }
     /// LayerNorm variance word V = H^3 var 2^(2 fres) -> rsqrt.
@@ -267,11 +310,21 @@ impl Consts {
     }
 
     // ---- tables (public functions of public encodings)
+    /// i / 2^g rounded to nearest, ties to even. The index is already an unbiased
+    /// (stochastically rounded) reading of the value, so the table's own rounding must
+    /// not add a bias: ties up would shift every requantized value by +1/8 of its step
+    /// (g = 2: a quarter of the indices are ties), which a head trained on float
+    /// features reads as a constant offset along every feature.
     fn round_div(i: i64, g: u32) -> i64 {
         if g == 0 {
-            i
+            return i;
+        }
+        let (q, r) = (i >> g, i & ((1 << g) - 1));
+        let half = 1 << (g - 1);
+        if r > half || (r == half && q & 1 == 1) {
+            q + 1
         } else {
-            (i + (1 << (g - 1))) >> g
+            q
         }
     }
     /// Index with `g` guard bits -> a-bit value, clipped.
@@ -284,15 +337,26 @@ impl Consts {
     /// GELU as an a-bit value with a public zero point: GELU >= -0.17, so the 2^a levels
     /// cover [-1, 2^a - 2] steps (e.g. [-0.5, 7] for a = 4) instead of a symmetric range.
     /// FFN2 consumes the integer as is (its value is level x step), so nothing is folded.
+    /// Inputs from [`GELU_NARROW`] up are the wide band (see [`GELU_WIDE`]).
     pub fn t_gelu(&self) -> Table<u32> {
         let w = self.w_gelu();
-        let step = self.sg() / 2f64.powi(self.g as i32);
+        let step = self.sg() / 2f64.powi(GELU_GUARD as i32);
         let (sg, lo) = (self.sg(), self.gelu_low());
         let top = 2 * self.amax + 1 - lo;
+        let wide_top = (GELU_WIDE * GELU_NARROW / sg).ceil() as i64;
         Table::from_fn(w.k, true, move |i| {
             let x = i as f64 * step;
+            let (x, top) = if x >= GELU_NARROW {
+                ((x - Self::gelu_wide_centre()) * GELU_WIDE, wide_top)
+            } else {
+                (x, top)
+            };
             ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-lo, top)
         })
+    }
+    /// Where the wide band's x = 0 sits in the table's input.
+    pub fn gelu_wide_centre() -> f64 {
+        1.5 * GELU_NARROW
     }
     /// Negative GELU output levels: enough to reach GELU's minimum (-0.17), so negative
     /// outputs are rounded, not clipped (a clip there biases every FFN2 output).
@@ -340,12 +404,12 @@ impl Consts {
     pub fn t_ln_sel<O: protocol::ring::Ring>(&self) -> Table<O> {
         Table::from_fn(self.kl, false, |i| i64::from(i >= 8))
     }
-    /// p = exp(d) as 8 bits (0..255); the index range is read as [-(W - 24), 24), and
+    /// p = exp(d) as 8 bits (0..255); the index range is read as [-(W - P_TOP), P_TOP), and
     /// d > 0 (only in rows past the saturation of exp) gives 255.
     pub fn t_p(&self) -> Table<u32> {
         let w = self.w_p();
         let step = 2f64.powi(w.j as i32) / self.s_scale();
-        let top = (24.0 / step).round() as i64;
+        let top = (P_TOP / step).round() as i64;
         Table::from_range(w.k, top - (1i64 << w.k), move |i| {
             ((256.0 * (i as f64 * step).exp()).round() as i64).clamp(0, 255)
         })
@@ -366,8 +430,9 @@ impl Consts {
 /// Activation scales from calibration (private to P0).
 #[derive(Clone, Debug)]
 pub struct Scales {
-    /// Step of the embedding LayerNorm's a-bit output (symmetric).
-    pub emb: f64,
+    /// Steps of the embedding LayerNorm's a-bit output per channel (symmetric; see
+    /// [`LayerScales::ln1`]).
+    pub emb: Vec<f64>,
     pub layers: Vec<LayerScales>,
 }
 
@@ -377,9 +442,18 @@ pub struct LayerScales {
     pub q: ActQuant,
     pub k: ActQuant,
     pub v: ActQuant,
-    /// Steps of the two LayerNorm outputs' a-bit encodings (symmetric).
-    pub ln1: f64,
-    pub ln2: f64,
+    /// Steps of the two LayerNorm outputs' a-bit encodings (symmetric), one per channel.
+    /// LayerNorm outputs carry a few outlier channels (all-MiniLM-L6-v2: one reaches ~28
+    /// where most stay within ~3); one step for the whole tensor spends the a bits on
+    /// them, and a w8a8 embedding keeps a cosine of only 0.94 with float. A step per
+    /// channel costs nothing in the protocol (P0 divides gamma and beta by it, and a
+    /// k-bit linear folds it into its weights), so every channel is calibrated on its own
+    /// unless the consumer is a 1-bit linear, whose sign weights cannot absorb a
+    /// per-input factor: then all channels share one step.
+    pub ln1: Vec<f64>,
+    pub ln2: Vec<f64>,
+    /// FFN1 channels sent to the GELU table's wide band (see [`GELU_WIDE`]).
+    pub gelu_wide: Vec<bool>,
 }
 
 /// An activation's private quantization: value = s (level - z), levels in the signed a-bit
@@ -401,21 +475,45 @@ impl ActQuant {
     }
 }
 
-/// Calibration: per-tensor scale and zero point of Q, K and V, and the (symmetric) step of
-/// every LayerNorm output, over the calibration inputs (never the client's input):
+/// Calibration: per-tensor scale and zero point of Q, K and V, and the (symmetric) steps
+/// of every LayerNorm output, per channel where the consuming linear has k > 1 bit weights
+/// (see [`LayerScales::ln1`]), over the calibration inputs (never the client's input):
 /// `embs` are the embedding LayerNorm's outputs, `traces` the layers'. `clip` is the
 /// fraction of values left outside the range at each tail: 0 takes the smallest and
 /// largest values (min/max); with real text a small fraction (e.g. 1e-4: the 0.01th and
 /// 99.99th percentiles) keeps one outlier token from stretching the step of every other
 /// value. Clipped values saturate at the ends of the a-bit range (the requantization
 /// window covers 4x the range, so only values beyond that would alias).
-pub fn calibrate(embs: &[Vec<f32>], traces: &[Vec<LayerTrace>], c: &Consts, clip: f64) -> Scales {
+pub fn calibrate(
+    embs: &[Vec<f32>],
+    traces: &[Vec<LayerTrace>],
+    c: &Consts,
+    q: &QuantConfig,
+    clip: f64,
+) -> Scales {
     let layers = traces.first().map_or(0, |t| t.len());
-    let sym = |mut v: Vec<f32>| {
+    let h = c.hidden.max(1);
+    let step = |mut v: Vec<f32>| {
         let (lo, hi) = percentile_range(&mut v, clip);
         (lo.abs().max(hi) / c.amax as f64).max(1e-6)
     };
-    let emb = sym(embs.iter().flatten().copied().collect());
+    // one step per channel of rows `h` wide, or the tensor's step repeated
+    let sym = |rows: Vec<f32>, per_channel: bool| -> Vec<f64> {
+        if !per_channel {
+            return vec![step(rows); h];
+        }
+        (0..h)
+            .map(|i| step(rows.iter().skip(i).step_by(h).copied().collect()) * PC_HEADROOM)
+            .collect()
+    };
+    let (att, ffn) = (q.att_bits > 1, q.w_bits > 1);
+    let ffn_width = |l: usize| {
+        traces.first().map_or(0, |t| {
+            let rows = t[l].q.len() / h;
+            t[l].ffn1_out.len() / rows.max(1)
+        })
+    };
+    let emb = sym(embs.iter().flatten().copied().collect(), att);
     let layers = (0..layers)
         .map(|l| {
             let all = |f: &dyn Fn(&LayerTrace) -> &Vec<f32>| -> Vec<f32> {
@@ -428,16 +526,34 @@ pub fn calibrate(embs: &[Vec<f32>], traces: &[Vec<LayerTrace>], c: &Consts, clip
                 let (lo, hi) = percentile_range(&mut v, clip);
                 ActQuant::from_range(lo, hi, c.a)
             };
+            // the last LayerNorm feeds the head (8-bit weights) and, in models with a
+            // pooler, the pooler (feed-forward bits)
+            let ln2_pc = if l + 1 == layers { ffn } else { att };
             LayerScales {
                 q: asym(all(&|t| &t.q)),
                 k: asym(all(&|t| &t.k)),
                 v: asym(all(&|t| &t.v)),
-                ln1: sym(all(&|t| &t.ln1_out)),
-                ln2: sym(all(&|t| &t.out)),
+                ln1: sym(all(&|t| &t.ln1_out), ffn),
+                ln2: sym(all(&|t| &t.out), ln2_pc),
+                gelu_wide: wide_channels(&all(&|t| &t.ffn1_out), ffn_width(l)),
             }
         })
         .collect();
     Scales { emb, layers }
+}
+
+/// The FFN1 channels (`v`: rows of `ffn` FFN1 outputs) whose largest |value| exceeds
+/// [`GELU_WIDE_AT`].
+fn wide_channels(v: &[f32], ffn: usize) -> Vec<bool> {
+    let mut wide = vec![false; ffn];
+    if ffn > 0 {
+        for row in v.chunks_exact(ffn) {
+            for (w, &x) in wide.iter_mut().zip(row) {
+                *w |= x.abs() as f64 > GELU_WIDE_AT;
+            }
+        }
+    }
+    wide
 }
 
 /// The `clip` and `1 - clip` quantiles of `v` (nearest rank; min and max for clip = 0),
@@ -478,23 +594,54 @@ fn quantize_weights(lin: &Linear, bits: u8) -> (Vec<i64>, Vec<f64>) {
     (w, alpha)
 }
 
-/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f for an
-/// integer input of step `step` (LayerNorm gamma and beta are applied before the input's
-/// quantization, see `BertProgram::affine`, so nothing else is folded).
-fn qlinear(lin: &Linear, bits: u8, step: f64, (s_out, z_out): (f64, i64), f: u32) -> QLinear {
+/// A linear layer's output encoding: value / s + z per output channel.
+#[derive(Clone, Copy)]
+enum Out<'a> {
+    /// The same (s, z) for every channel.
+    All(f64, i64),
+    /// The value itself, or, for the channels marked, the GELU table's wide band
+    /// (s = [`GELU_WIDE`], z = its centre 1.5 [`GELU_NARROW`]).
+    GeluBands(&'a [bool]),
+}
+
+impl Out<'_> {
+    fn at(self, j: usize) -> (f64, i64) {
+        match self {
+            Out::All(s, z) => (s, z),
+            Out::GeluBands(w) if w.get(j) == Some(&true) => {
+                (GELU_WIDE, Consts::gelu_wide_centre() as i64)
+            }
+            Out::GeluBands(_) => (1.0, 0),
+        }
+    }
+}
+
+/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f (per channel, see [`Out`]) for an
+/// integer input whose channel i has step `step[i]` (LayerNorm gamma and beta are applied
+/// before the input's quantization, see `BertProgram::affine`, so nothing else is folded).
+/// 1-bit weights take one step for all channels (`step[0]`; calibration gives them equal
+/// steps, see [`LayerScales::ln1`]).
+fn qlinear(lin: &Linear, bits: u8, step: &[f64], out: Out, f: u32) -> QLinear {
     let (w, alpha) = quantize_weights(lin, bits);
     let (din, dout) = (lin.d_in, lin.d_out);
     let two_f = 2f64.powi(f as i32);
     let bias: Vec<i64> = (0..dout)
-        .map(|j| ((lin.b[j] as f64 / s_out + z_out as f64) * two_f).round() as i64)
+        .map(|j| {
+            let (s_out, z_out) = out.at(j);
+            ((lin.b[j] as f64 / s_out + z_out as f64) * two_f).round() as i64
+        })
         .collect();
     if bits > 1 {
         // k-bit weights run through the general ring matmul, so each weight can carry the
         // whole effective scale: W_eff = round(w alpha step 2^f / s_out), one rounding per
         // weight instead of a rounded per-channel factor (which is coarse where the input
-        // step is tiny, e.g. the attention context with scale s_v / 256).
+        // step is tiny, e.g. the attention context with scale s_v / 256), and the input's
+        // step can differ per channel.
         let eff: Vec<i64> = (0..din * dout)
-            .map(|ij| (w[ij] as f64 * alpha[ij % dout] * step * two_f / s_out).round() as i64)
+            .map(|ij| {
+                let (st, j) = (step[ij / dout], ij % dout);
+                (w[ij] as f64 * alpha[j] * st * two_f / out.at(j).0).round() as i64
+            })
             .collect();
         return QLinear {
             d_in: din,
@@ -505,9 +652,14 @@ fn qlinear(lin: &Linear, bits: u8, step: f64, (s_out, z_out): (f64, i64), f: u32
             bias,
         };
     }
+    debug_assert!(
+        step.iter().all(|&s| s == step[0]),
+        "1-bit weights need one input step"
+    );
     let out_scale: Vec<i64> = alpha
         .iter()
-        .map(|a| (a * step * two_f / s_out).round() as i64)
+        .enumerate()
+        .map(|(j, a)| (a * step[0] * two_f / out.at(j).0).round() as i64)
         .collect();
     let s: Vec<i8> = w.iter().map(|&v| v as i8).collect();
     QLinear {
@@ -544,21 +696,21 @@ pub fn quantize(
     for (l, lw) in w.layers.iter().take(layers).enumerate() {
         let sc = &scales.layers[l];
         let prev = if l == 0 {
-            scales.emb
+            &scales.emb
         } else {
-            scales.layers[l - 1].ln2
+            &scales.layers[l - 1].ln2
         };
         m.linears.insert(
             name(l, "q"),
-            qlinear(&lw.q, q.att_bits, prev, (sc.q.s, sc.q.z), c.fa),
+            qlinear(&lw.q, q.att_bits, prev, Out::All(sc.q.s, sc.q.z), c.fa),
         );
         m.linears.insert(
             name(l, "k"),
-            qlinear(&lw.k, q.att_bits, prev, (sc.k.s, sc.k.z), c.fa),
+            qlinear(&lw.k, q.att_bits, prev, Out::All(sc.k.s, sc.k.z), c.fa),
         );
         m.linears.insert(
             name(l, "v"),
-            qlinear(&lw.v, q.att_bits, prev, (sc.v.s, sc.v.z), c.fa),
+            qlinear(&lw.v, q.att_bits, prev, Out::All(sc.v.s, sc.v.z), c.fa),
         );
         let score = (sc.q.s * sc.k.s / dh.sqrt() * 2f64.powi(c.fc as i32)).round() as i64;
         m.vectors.insert(name(l, "c"), vec![score]);
@@ -567,36 +719,50 @@ pub fn quantize(
         m.vectors
             .insert(name(l, "czq"), vec![score.wrapping_mul(sc.q.z); c.n]);
         m.vectors.insert(name(l, "zv"), vec![sc.v.z]);
-        let ctx_step = sc.v.s / 256.0;
+        let ctx_step = vec![sc.v.s / 256.0; lw.o.d_in];
         m.linears.insert(
             name(l, "o"),
-            qlinear(&lw.o, q.att_bits, ctx_step, (1.0, 0), c.flin),
+            qlinear(&lw.o, q.att_bits, &ctx_step, Out::All(1.0, 0), c.flin),
         );
         m.linears.insert(
             name(l, "ffn1"),
-            qlinear(&lw.ffn1, q.w_bits, sc.ln1, (1.0, 0), c.flin),
+            qlinear(
+                &lw.ffn1,
+                q.w_bits,
+                &sc.ln1,
+                Out::GeluBands(&sc.gelu_wide),
+                c.flin,
+            ),
         );
         m.linears.insert(
             name(l, "ffn2"),
-            qlinear(&lw.ffn2, q.w_bits, c.sg(), (1.0, 0), c.flin),
+            qlinear(
+                &lw.ffn2,
+                q.w_bits,
+                &vec![c.sg(); lw.ffn2.d_in],
+                Out::All(1.0, 0),
+                c.flin,
+            ),
         );
         // layer LayerNorms scale y 2^fy; the embedding's the client's y 2^(fres - fg)
         let lnx = (c.fy, c.fy + LNX_BITS);
-        ln_vectors(&mut m, &name(l, "ln1"), &lw.ln1, sc.ln1, c, lnx);
-        ln_vectors(&mut m, &name(l, "ln2"), &lw.ln2, sc.ln2, c, lnx);
+        ln_vectors(&mut m, &name(l, "ln1"), &lw.ln1, &sc.ln1, c, lnx);
+        ln_vectors(&mut m, &name(l, "ln2"), &lw.ln2, &sc.ln2, c, lnx);
     }
     ln_vectors(
         &mut m,
         "emb",
         &w.emb.ln,
-        scales.emb,
+        &scales.emb,
         c,
         (c.yres_bits(), c.fa),
     );
     let last = last_scale(scales, layers);
     if let Some(p) = &w.pooler {
-        m.linears
-            .insert("pool".into(), qlinear(p, q.w_bits, last, (1.0, 0), c.flin));
+        m.linears.insert(
+            "pool".into(),
+            qlinear(p, q.w_bits, last, Out::All(1.0, 0), c.flin),
+        );
     }
     if let Some(cls) = &w.classifier {
         m.linears
@@ -605,11 +771,11 @@ pub fn quantize(
     m
 }
 
-/// Step of the a-bit output of the last LayerNorm before the head.
-fn last_scale(scales: &Scales, layers: usize) -> f64 {
+/// Steps of the a-bit output of the last LayerNorm before the head.
+fn last_scale(scales: &Scales, layers: usize) -> &[f64] {
     match layers {
-        0 => scales.emb,
-        l => scales.layers[l - 1].ln2,
+        0 => &scales.emb,
+        l => &scales.layers[l - 1].ln2,
     }
 }
 
@@ -621,7 +787,7 @@ fn ln_vectors(
     m: &mut PrivateModel,
     base: &str,
     ln: &crate::model::LayerNormW,
-    s: f64,
+    s: &[f64],
     c: &Consts,
     (y_bits, x_bits): (u32, u32),
 ) {
@@ -631,7 +797,8 @@ fn ln_vectors(
         .insert(format!("{base}.b"), fixed(&ln.beta, c.fres));
     let scaled = |v: &[f32], bits: i32| -> Vec<i64> {
         v.iter()
-            .map(|&x| (x as f64 / s * 2f64.powi(bits)).round() as i64)
+            .zip(s)
+            .map(|(&x, &s)| (x as f64 / s * 2f64.powi(bits)).round() as i64)
             .collect()
     };
     m.vectors.insert(
@@ -653,12 +820,13 @@ pub fn quantize_head(
     scales: &Scales,
     layers: usize,
 ) -> QLinear {
-    let step = if w.pooler.is_some() {
-        1.0 / c.amax as f64
+    let step: Vec<f64> = if w.pooler.is_some() {
+        vec![1.0 / c.amax as f64; cls.d_in]
     } else {
-        last_scale(scales, layers) / c.n as f64
+        let n = c.n as f64;
+        last_scale(scales, layers).iter().map(|s| s / n).collect()
     };
-    qlinear(cls, 8, step, (1.0, 0), c.fl)
+    qlinear(cls, 8, &step, Out::All(1.0, 0), c.fl)
 }
 
 #[cfg(test)]
@@ -720,10 +888,10 @@ mod tests {
                     (seq as f64 * 64.0 * 2f64.powi(c.fc as i32)).log2() < (score_bits - 1) as f64
                 );
                 // the exp window is at least 128 score units wide (step <= 1/2), p's at
-                // least 64 (step <= 1/8)
+                // least P_SPAN (step < 0.22)
                 let units = |w: Window| 2f64.powi(w.j as i32) / c.s_scale();
                 assert!(units(c.w_exp()) <= 0.5 && units(c.w_exp()) * 512.0 >= 128.0);
-                assert!(units(c.w_p()) <= 0.125 && units(c.w_p()) * 1024.0 >= 64.0);
+                assert!(units(c.w_p()) < 0.22 && units(c.w_p()) * 1024.0 >= P_SPAN);
                 // ln E: the low window keeps 4 significant bits at E = n 2^fe, the top
                 // one covers n e^sat 2^fe, and no window wraps below the next one's
                 // threshold 8 2^j_next
@@ -755,15 +923,66 @@ mod tests {
         assert_eq!(t.entries[(1 << c.k_req()) - 4].to_i64(), -1);
         assert_eq!(t.entries[(1 << (c.k_req() - 1)) - 1].to_i64(), 127); // clipped
         let g = c.t_gelu();
-        // a = 8: output step 1/32, index step 1/128: index 128 is x = 1.0,
+        // a = 8: output step 1/32, index step 1/64: index 64 is x = 1.0,
         // gelu(1) = 0.8413 -> 27 output steps
-        assert_eq!(g.entries[128].to_i64(), 27);
+        assert_eq!(g.entries[64].to_i64(), 27);
+        // x = 12: past the a-bit top (7.8), clipped
+        assert_eq!(g.entries[12 * 64].to_i64(), 2 * c.amax + 1 - c.gelu_low());
+        // the wide band: x = 24 + z / 4 reads z, unclipped: z = 20 at x = 29
+        assert_eq!(g.entries[29 * 64].to_i64(), 20 * 32);
+        // z = -1 at x = 23.75: gelu(-1) = -0.1587 -> -5 steps
+        assert_eq!(g.entries[(23.75 * 64.0) as usize].to_i64(), -5);
+        // x = -20 (a normal channel's value far below) is gelu ~ 0, not a wrap
+        let n = g.entries.len();
+        assert_eq!(g.entries[n - 20 * 64].to_i64(), 0);
         let p = c.t_p();
         assert_eq!(p.entries[0], 255); // d = 0 -> 256 clipped
         let rs = c.t_rsqrt();
         assert!(rs.entries[1] > rs.entries[2]);
     }
     use protocol::ring::Ring;
+
+    #[test]
+    fn requant_rounds_ties_to_even() {
+        // g = 2: quarter steps; ties (x.5) go to the even level, so they add no bias
+        let got: Vec<i64> = (-8..=8).map(|i| Consts::round_div(i, 2)).collect();
+        let want = [-2, -2, -2, -1, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2];
+        assert_eq!(got, want);
+        assert_eq!(got.iter().sum::<i64>(), 0);
+        assert_eq!(Consts::round_div(5, 0), 5);
+    }
+
+    #[test]
+    fn wide_channels_are_the_large_ones() {
+        // two rows of three FFN1 channels: channel 1 reaches -9, channel 2 exactly 8
+        let v = [0.5, 3.0, 8.0, -2.0, -9.0, 1.0];
+        assert_eq!(wide_channels(&v, 3), vec![false, true, false]);
+        assert!(wide_channels(&[], 3).iter().all(|&w| !w));
+    }
+
+    #[test]
+    fn linear_output_maps_fold_per_channel() {
+        // the wide band's map: value / 4 + 24 on marked channels only
+        let marks = [false, true];
+        let o = Out::GeluBands(&marks);
+        assert_eq!(o.at(0), (1.0, 0));
+        assert_eq!(o.at(1), (GELU_WIDE, 24));
+        // a 2x2 8-bit linear with per-input steps: each weight carries its input's step
+        let lin = Linear {
+            w: vec![1.0, 0.5, -1.0, 0.25],
+            b: vec![0.0, 1.0],
+            d_in: 2,
+            d_out: 2,
+        };
+        let q = qlinear(&lin, 8, &[0.5, 2.0], o, 4);
+        let QWeights::Int(w) = &q.w else {
+            panic!("8-bit weights are integers")
+        };
+        // W_eff = w step 2^4 / s_out: column 1 divided by 4
+        assert_eq!(w, &vec![8, 1, -32, 2]);
+        // bias (b / s + z) 2^4: column 1: (1 / 4 + 24) 16
+        assert_eq!(q.bias, vec![0, 388]);
+    }
 
     #[test]
     fn percentile_range_clips_tails() {
