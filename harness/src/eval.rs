@@ -478,30 +478,6 @@ pub fn evaluate(
                 .map(|(t, _)| t.len())
                 .sum::<usize>() as f64
                 / m;
-            {
-                let pr: Vec<bool> = out
-                    .iter()
-                    .map(|o| float_head.logit(&o[2..]) > 0.0)
-                    .collect();
-                let a =
-                    pr.iter().zip(&yte).filter(|(p, l)| p == l).count() as f64 / yte.len() as f64;
-                eprintln!("DEBUG float head on engine features (f64): {a:.3}");
-                for i in 0..5 {
-                    eprintln!(
-                        "DEBUG  engine {:.3} f64-on-q {:.3} float {:.3}",
-                        out[i][0],
-                        float_head.logit(&out[i][2..]),
-                        float_head.logit(&fte[i])
-                    );
-                }
-                let wmax = float_head.w.iter().map(|x| x.abs()).fold(0.0, f64::max);
-                let wmean =
-                    float_head.w.iter().map(|x| x.abs()).sum::<f64>() / float_head.w.len() as f64;
-                eprintln!(
-                    "DEBUG head |w| max {wmax:.2} mean {wmean:.2} b {:.2}",
-                    float_head.b
-                );
-            }
             for (col, name) in [(0, "float"), (1, "retrained")] {
                 let pred: Vec<bool> = sec.iter().map(|s| s.logits[col] > 0.0).collect();
                 let plain = &plain_pred(col)[..n];
