@@ -17,7 +17,7 @@
 # each direction of each link has bandwidth BW and one-way latency RTT/2.
 #
 # In each namespace it runs
-#   ${HARNESS:-target/release/harness} party --role ROLE --p0 10.77.0.1:$P0_PORT \
+#   ${HARNESS:-target/release/harness} party --role ROLE --session $SESSION --p0 10.77.0.1:$P0_PORT \
 #       --p1 10.77.0.2:$P1_PORT [--tls-dir TMP/keys] [extra args]
 # Unless the extra args contain --insecure or --tls-dir, it first makes a key pair and
 # certificate for each role with `harness keygen` in a temporary directory, so the links
@@ -215,6 +215,8 @@ if [[ -z "${HARNESS_CMD_OVERRIDE:-}" ]] && ! printf '%s\n' "$@" | grep -qE -- '^
     echo "netem: TLS 1.3, certificates made for this run in $WORK/keys (--insecure for plain TCP)"
 fi
 
+SESSION=${NETEM_SESSION:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}
+
 run_party() {
     local ns=$1 role=$2
     shift 2
@@ -225,7 +227,7 @@ run_party() {
               bash -c "$HARNESS_CMD_OVERRIDE" "netem-$role")
     else
         # the kernel shapes the link: no software emulation on top (a later --net overrides)
-        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR" --net none "${TLS_ARGS[@]}")
+        cmd+=("$HARNESS" party --role "$role" --p0 "$P0_ADDR" --p1 "$P1_ADDR" --net none --session "$SESSION" "${TLS_ARGS[@]}")
     fi
     ip netns exec "$ns" "${cmd[@]}" "$@" >"$WORK/$role.log" 2>&1 &
     PIDS+=($!)

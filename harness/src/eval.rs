@@ -541,16 +541,12 @@ pub fn write_csv(rows: &[AccRow], path: &std::path::Path) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let tmp = path.with_extension("csv.tmp");
-    {
-        let mut w = csv::Writer::from_path(&tmp)?;
-        for r in rows {
-            w.serialize(r)?;
-        }
-        w.flush()?;
+    let mut w = csv::Writer::from_writer(vec![]);
+    for r in rows {
+        w.serialize(r)?;
     }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    crate::report::write_atomically(path, &bytes)
 }
 
 /// One sentence classified by `harness classify`.

@@ -903,7 +903,8 @@ pub fn run(a: &KernelsArgs) -> Result<()> {
     println!("wrote {}", a.csv.display());
     if let Some(j) = &a.json {
         let doc = serde_json::to_string_pretty(&cx.rows)?;
-        std::fs::write(j, doc).with_context(|| format!("writing {}", j.display()))?;
+        harness::report::write_atomically(j, doc.as_bytes())
+            .with_context(|| format!("writing {}", j.display()))?;
         println!("wrote {}", j.display());
     }
     Ok(())
@@ -950,7 +951,7 @@ fn write_csv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
             std::fs::create_dir_all(dir)?;
         }
     }
-    let mut w = csv::Writer::from_path(path)?;
+    let mut w = csv::Writer::from_writer(vec![]);
     w.write_record([
         "kernel",
         "backend",
@@ -978,6 +979,6 @@ fn write_csv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
                 .map_or(String::new(), |x| format!("{x:.2}")),
         ])?;
     }
-    w.flush()?;
-    Ok(())
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    harness::report::write_atomically(path, &bytes)
 }

@@ -226,6 +226,11 @@ struct PartyArgs {
     /// Address P1 listens at
     #[arg(long)]
     p1: String,
+    /// Session id: the same for the three parties and fresh for every run (e.g.
+    /// `od -An -N8 -tu8 /dev/urandom`). Frames, the handshake and spill files carry it, so
+    /// a peer or file of another run is refused, and the dealer's seeds are mixed with it.
+    #[arg(long)]
+    session: u64,
     /// Seconds to wait for peers
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
@@ -373,7 +378,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
     print!("{}", eval::render(&rows));
     eval::write_csv(&rows, &a.csv).with_context(|| format!("writing {}", a.csv.display()))?;
     if let Some(j) = &a.json {
-        std::fs::write(j, serde_json::to_vec_pretty(&rows)?)
+        harness::report::write_atomically(j, &serde_json::to_vec_pretty(&rows)?)
             .with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())
@@ -400,7 +405,7 @@ fn classify(a: &ClassifyArgs) -> Result<()> {
         );
     }
     if let Some(j) = &a.json {
-        std::fs::write(j, serde_json::to_vec_pretty(&results)?)
+        harness::report::write_atomically(j, &serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())
@@ -443,7 +448,8 @@ fn main() {
                 insecure: p.bert.insecure,
                 json: p.bert.json.clone(),
             },
-            &match spec_of(&p.bert).and_then(|s| {
+            &match spec_of(&p.bert).and_then(|mut s| {
+                s.session = p.session;
                 let role: protocol::PartyId = p.role.parse().map_err(anyhow::Error::msg)?;
                 let process = harness::resources::Process::Party(role.to_u8() as usize);
                 preflight(&p.bert, &s, process).map(|()| s)

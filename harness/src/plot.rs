@@ -1311,7 +1311,8 @@ pub fn plot(a: &PlotArgs) -> Result<PlotOutcome> {
         .summary
         .clone()
         .unwrap_or_else(|| a.results.join("summary.md"));
-    std::fs::write(&sp, &o.summary).with_context(|| format!("writing {}", sp.display()))?;
+    crate::report::write_atomically(&sp, o.summary.as_bytes())
+        .with_context(|| format!("writing {}", sp.display()))?;
     o.files.push(sp);
     Ok(o)
 }

@@ -254,7 +254,9 @@ pub(crate) fn float_head(w: &BertWeights, x: &[f32], seq: usize, layers: usize) 
 
 pub fn dealer_seeds(spec: &RunSpec) -> DealerSeeds {
     match spec.dealer_seed {
-        Some(s) => DealerSeeds::from_master(s),
+        // mixed with the session, so that a reused --seed does not reuse the masks of
+        // another session
+        Some(s) => DealerSeeds::from_master(s ^ spec.session.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         None => DealerSeeds::random(),
     }
 }

@@ -159,8 +159,7 @@ fn mean_pooling_model_tracks_the_float_model() {
 fn asymmetric_activations_use_their_zero_points() {
     // shift Q and V well away from zero: their private zero points are then large, and a
     // quantized model that mishandled them would be far from the float model (dropping the
-    // z_q correction of the scores gave 0.14 here, dropping z_v's 0.46; with both 0.07, 0.08
-    // since LayerNorm outputs have a step per channel)
+    // z_q correction of the scores gave 0.14 here with one seed, dropping z_v's 0.46)
     use harness::model::{BertConfig, BertWeights};
     let mut w = BertWeights::random(&BertConfig::bert_tiny(), 1);
     for l in &mut w.layers {
@@ -179,11 +178,19 @@ fn asymmetric_activations_use_their_zero_points() {
         model: ModelSource::File(path.clone(), "bert-tiny".into()),
         ..tiny(2, "w8a8")
     };
-    let r = check(&s);
+    // the protocol's stochastic rounding alone moves this model's logits by up to ~0.15
+    // (against deterministic rounding), so one run says little: the mean over six dealer
+    // seeds is 0.089 here; without the z_q correction 0.119
+    let errs: Vec<f64> = (1..=6u64)
+        .map(|seed| {
+            check(&RunSpec {
+                dealer_seed: Some(seed),
+                ..s.clone()
+            })
+            .max_abs_err_vs_float
+        })
+        .collect();
     std::fs::remove_file(&path).ok();
-    assert!(
-        r.max_abs_err_vs_float < 0.1,
-        "error vs float {}",
-        r.max_abs_err_vs_float
-    );
+    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+    assert!(mean < 0.105, "mean error vs float {mean} ({errs:?})");
 }

@@ -10,7 +10,9 @@
 //!     position, chi-square tests over many runs with fresh dealer seeds, Bonferroni
 //!     corrected to a stated false-alarm rate, and shown to flag leaky variants;
 //! (c) the dealer's messages are bit for bit the same for the same dealer seed whatever the
-//!     input and the model, and the dealer receives nothing.
+//!     input and the model, and the dealer receives nothing in the protocol itself (these
+//!     tests run the bare program; `harness bert` and `harness party` add a handshake,
+//!     which D receives too: see docs/threat-model.md).
 //!
 //! All seeds are fixed, so the outcome is deterministic in CI; the false-alarm rates
 //! below are what the tests would have with fresh seeds. `--nocapture` prints the figures

@@ -120,8 +120,19 @@ impl Accounting {
         let rows: Vec<_> = self.rows.iter().collect();
         serde_json::to_vec(&rows).unwrap_or_default()
     }
+    /// Parses a peer's counters (untrusted): None for malformed ones or counts no run
+    /// reaches (2^50 bytes, 2^40 messages, 10^6 s per row), which would overflow the sums
+    /// of the report.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         let rows: Vec<((Phase, u16, OpKind), Row)> = serde_json::from_slice(b).ok()?;
+        let plausible = |r: &Row| {
+            r.bytes_to.iter().all(|&x| x < 1 << 50)
+                && r.msgs < 1 << 40
+                && r.time < Duration::from_secs(1_000_000)
+        };
+        if !rows.iter().all(|(_, r)| plausible(r)) {
+            return None;
+        }
         Some(Accounting {
             rows: rows.into_iter().collect(),
         })
@@ -136,5 +147,27 @@ impl Accounting {
             e.flights.extend(r.flights.iter().copied());
             e.time = e.time.max(r.time);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_counters_round_trip_and_implausible_ones_are_refused() {
+        let mut a = Accounting::default();
+        let key = (Phase::Online, 0, OpKind::Linear);
+        a.time(key, Duration::from_millis(5));
+        let back = Accounting::from_bytes(&a.to_bytes()).expect("own counters parse");
+        assert_eq!(back.rows.len(), 1);
+        // a peer claiming u64::MAX bytes would overflow the report's sums
+        let mut b = a.clone();
+        b.rows.get_mut(&key).unwrap().bytes_to[0] = u64::MAX;
+        assert!(Accounting::from_bytes(&b.to_bytes()).is_none());
+        let mut c = a;
+        c.rows.get_mut(&key).unwrap().time = Duration::MAX;
+        assert!(Accounting::from_bytes(&c.to_bytes()).is_none());
+        assert!(Accounting::from_bytes(b"{not json").is_none());
     }
 }

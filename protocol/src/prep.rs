@@ -154,11 +154,16 @@ impl PrepQueue {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("qbert-prep-{tag}-{}-{n}.bin", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
+        // a new file only (never through a link planted at that name), readable by this
+        // user only: it holds dealer material
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let f = opts
             .open(&path)
             .map_err(|e| ProtocolError::Config(format!("spill file {}: {e}", path.display())))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -336,6 +341,12 @@ mod tests {
         let e = q.pop::<Vec<u32>>("x").unwrap_err().to_string();
         assert!(e.contains("session 0x0000000000000022"), "{e}");
         assert!(e.contains("0x0000000000000011"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "spill files are private");
+        }
         drop(q);
         assert!(!path.exists());
     }
