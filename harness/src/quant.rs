@@ -502,19 +502,18 @@ pub fn calibrate(
 ) -> Scales {
     let layers = traces.first().map_or(0, |t| t.len());
     let h = c.hidden.max(1);
-    let step = |mut v: Vec<f32>| {
+    // the symmetric step of the values `v` clipped by `clip` at each tail
+    let step = |mut v: Vec<f32>, clip: f64| {
         let (lo, hi) = percentile_range(&mut v, clip);
         (lo.abs().max(hi) / c.amax as f64).max(1e-6)
     };
     // one step per channel of rows `h` wide, or the tensor's step repeated
     let sym = |rows: Vec<f32>, per_channel: bool| -> Vec<f64> {
         if !per_channel {
-            let mut v = rows;
-            let (lo, hi) = percentile_range(&mut v, clip.max(SHARED_STEP_CLIP));
-            return vec![(lo.abs().max(hi) / c.amax as f64).max(1e-6); h];
+            return vec![step(rows, clip.max(SHARED_STEP_CLIP)); h];
         }
         (0..h)
-            .map(|i| step(rows.iter().skip(i).step_by(h).copied().collect()) * PC_HEADROOM)
+            .map(|i| step(rows.iter().skip(i).step_by(h).copied().collect(), clip) * PC_HEADROOM)
             .collect()
     };
     let (att, ffn) = (q.att_bits > 1, q.w_bits > 1);
