@@ -201,14 +201,12 @@ pub fn run_on_links(
         report.logits_float.clear();
         report.max_abs_err_vs_float = f64::NAN;
     }
-    if me == PartyId::P1 {
-        if let Some(seed) = spec.dealer_seed.filter(|_| spec.verify) {
-            // test mode: the dealer's seed was shared, so P1 can rerun the plaintext model
-            let seeds = protocol::seed::DealerSeeds::from_master(seed);
-            let (same, _) =
-                protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
-            report.verified = Some(same.as_ref() == Some(&logits));
-        }
+    if me == PartyId::P1 && spec.dealer_seed.is_some() && spec.verify {
+        // test mode: the dealer's seed was shared, so P1 can rerun the plaintext model
+        // with the dealer's masks (the same derivation as the dealer's, session mixed in)
+        let seeds = dealer_seeds(spec);
+        let (same, _) = protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
+        report.verified = Some(same.as_ref() == Some(&logits));
     }
     if let (Some(path), false) = (json, report.verified == Some(false)) {
         report
