@@ -545,8 +545,7 @@ pub fn write_csv(rows: &[AccRow], path: &std::path::Path) -> Result<()> {
     for r in rows {
         w.serialize(r)?;
     }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
-    crate::report::write_atomically(path, &bytes)
+    crate::report::write_csv_atomically(w, path)
 }
 
 /// One sentence classified by `harness classify`.

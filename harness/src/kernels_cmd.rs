@@ -979,6 +979,5 @@ fn write_csv(path: &std::path::Path, rows: &[Row]) -> Result<()> {
                 .map_or(String::new(), |x| format!("{x:.2}")),
         ])?;
     }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
-    harness::report::write_atomically(path, &bytes)
+    harness::report::write_csv_atomically(w, path)
 }

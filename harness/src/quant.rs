@@ -104,6 +104,8 @@ pub const GELU_WIDE: f64 = 4.0;
 /// wide band.
 pub const GELU_NARROW: f64 = 16.0;
 pub const GELU_WIDE_AT: f64 = 8.0;
+/// Where the wide band's x = 0 sits in the table's input.
+pub const GELU_WIDE_CENTRE: f64 = 1.5 * GELU_NARROW;
 
 /// The p table's window spans at least this many score units (see [`Consts::w_p`]), of
 /// which the top [`P_TOP`] are d > 0: rows past exp's saturation [`SAT`], whose top score
@@ -355,16 +357,12 @@ impl Consts {
         Table::from_fn(w.k, true, move |i| {
             let x = i as f64 * step;
             let (x, top) = if x >= GELU_NARROW {
-                ((x - Self::gelu_wide_centre()) * GELU_WIDE, wide_top)
+                ((x - GELU_WIDE_CENTRE) * GELU_WIDE, wide_top)
             } else {
                 (x, top)
             };
             ((crate::model::gelu(x as f32) as f64 / sg).round() as i64).clamp(-lo, top)
         })
-    }
-    /// Where the wide band's x = 0 sits in the table's input.
-    pub fn gelu_wide_centre() -> f64 {
-        1.5 * GELU_NARROW
     }
     /// Negative GELU output levels: enough to reach GELU's minimum (-0.17), so negative
     /// outputs are rounded, not clipped (a clip there biases every FFN2 output).
@@ -618,16 +616,14 @@ impl Out<'_> {
     fn at(self, j: usize) -> (f64, i64) {
         match self {
             Out::All(s, z) => (s, z),
-            Out::GeluBands(w) if w.get(j) == Some(&true) => {
-                (GELU_WIDE, Consts::gelu_wide_centre() as i64)
-            }
+            Out::GeluBands(w) if w.get(j) == Some(&true) => (GELU_WIDE, GELU_WIDE_CENTRE as i64),
             Out::GeluBands(_) => (1.0, 0),
         }
     }
 }
 
-/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f (per channel, see [`Out`]) for an
-/// integer input whose channel i has step `step[i]` (LayerNorm gamma and beta are applied
+/// Fold everything into a [`QLinear`] whose output is (value / s_out + z_out) 2^f (per
+/// channel, see [`Out`]) for an integer input whose channel i has step `step[i]` (LayerNorm gamma and beta are applied
 /// before the input's quantization, see `BertProgram::affine`, so nothing else is folded).
 /// 1-bit weights take one step for all channels (`step[0]`; calibration gives them equal
 /// steps, see [`LayerScales::ln1`]).

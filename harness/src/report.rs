@@ -307,6 +307,13 @@ impl RunReport {
     }
 }
 
+/// Finishes a CSV written into memory and writes it to `path` atomically
+/// ([`write_atomically`]).
+pub fn write_csv_atomically(w: csv::Writer<Vec<u8>>, path: &Path) -> anyhow::Result<()> {
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    write_atomically(path, &bytes)
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`:
 /// readers see the old file or the whole new one. The temporary file is removed on error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
