@@ -53,8 +53,32 @@ fn measure_material_grid() {
     }
 }
 
+/// Prints measured dealer material of the CrypTen-style baseline for a grid of small runs
+/// (the data its estimate was fitted to). Not a check: run by hand with `--ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn measure_crypten_material_grid() {
+    for (model, seqs) in [
+        ("bert-tiny", &[8usize, 32, 96][..]),
+        ("minilm-l6", &[8, 32][..]),
+    ] {
+        for &seq in seqs {
+            for (layers, batch) in [(1, 1), (2, 1), (1, 2)] {
+                let mut s = spec(model, layers, seq, batch, "w1a4", LutMode::Auto);
+                s.protocol = harness::run::Protocol::Crypten;
+                let r = run(&s, None).unwrap();
+                println!(
+                    "MEASURE crypten {model} layers={layers} seq={seq} batch={batch} p0={} p1={}",
+                    r.dealer_bytes_p0, r.dealer_bytes_p1
+                );
+            }
+        }
+    }
+}
+
 /// Peak resident memory of one in-process run given by `QBERT_MEASURE=model,layers,seq,
-/// batch,quant,lut[,spill]` (one run per process: the high-water mark is per process).
+/// batch,quant,lut[,spill|mem[,crypten]]` (one run per process: the high-water mark is per process).
 /// Not a check: run by hand with `--ignored --nocapture`.
 #[test]
 #[ignore]
@@ -76,8 +100,11 @@ fn measure_peak() {
         f[4],
         lut,
     );
-    if f.len() > 6 {
+    if f.get(6).is_some_and(|x| *x == "spill") {
         s.spill = Some(std::env::temp_dir().join("qbert-measure-spill"));
+    }
+    if f.get(7).is_some_and(|x| *x == "crypten") {
+        s.protocol = harness::run::Protocol::Crypten;
     }
     let r = run(&s, None).unwrap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -109,6 +136,21 @@ fn estimate_is_close_to_a_measured_small_run() {
             let rel = (e as f64 - m as f64).abs() / m as f64;
             assert!(rel < 0.02, "{model} seq {seq}: estimate {e}, measured {m}");
         }
+    }
+}
+
+/// The baseline's estimate against a fresh measured run of a shape it was not fitted to.
+#[test]
+fn crypten_estimate_is_close_to_a_measured_small_run() {
+    for (model, layers, seq, batch) in [("bert-tiny", 1, 20, 2), ("minilm-l6", 1, 12, 1)] {
+        let mut s = spec(model, layers, seq, batch, "w1a4", LutMode::Auto);
+        s.protocol = harness::run::Protocol::Crypten;
+        let est = harness::resources::estimate_spec(&s).unwrap();
+        let r = run(&s, None).unwrap();
+        assert_eq!(r.dealer_bytes_p0, 0);
+        let (e, m) = (est.dealer_p1, r.dealer_bytes_p1);
+        let rel = (e as f64 - m as f64).abs() / m as f64;
+        assert!(rel < 0.02, "{model} seq {seq}: estimate {e}, measured {m}");
     }
 }
 

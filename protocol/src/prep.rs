@@ -146,8 +146,10 @@ pub struct PrepQueue {
 }
 
 impl PrepQueue {
-    /// Spill every item to a file in `dir` (created, removed when the queue is dropped),
-    /// bound to `session` (checked when the file is read back).
+    /// Spill every item to a file in `dir`, bound to `session` (checked when the file is
+    /// read back). On Unix the file is unlinked as soon as it is open, so it has no name
+    /// while it holds dealer material and disappears with the process even when that is
+    /// killed (SIGKILL, out of memory); elsewhere it is removed when the queue is dropped.
     pub fn spill_to(&mut self, dir: &Path, tag: &str, session: u64) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ProtocolError::Config(format!("spill dir {}: {e}", dir.display())))?;
@@ -165,6 +167,9 @@ impl PrepQueue {
         }
         let f = opts
             .open(&path)
+            .map_err(|e| ProtocolError::Config(format!("spill file {}: {e}", path.display())))?;
+        #[cfg(unix)]
+        std::fs::remove_file(&path)
             .map_err(|e| ProtocolError::Config(format!("spill file {}: {e}", path.display())))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(SPILL_MAGIC)
@@ -279,6 +284,8 @@ impl Drop for PrepQueue {
         if let Some(s) = self.spill.take() {
             drop(s.writer);
             drop(s.reader);
+            // on Unix the file was unlinked when it was opened
+            #[cfg(not(unix))]
             let _ = std::fs::remove_file(&s.path);
         }
     }
@@ -332,21 +339,24 @@ mod tests {
         q.spill_to(&dir, "s", 0x11).unwrap();
         q.push(vec![1u32, 2]).unwrap();
         let path = q.spill.as_ref().unwrap().path.clone();
+        #[cfg(unix)]
+        assert!(!path.exists(), "the spill file has no name once open");
         let w = q.spill.as_mut().unwrap().writer.as_mut().unwrap();
         w.flush().unwrap();
-        // another session's file in its place
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[8..16].copy_from_slice(&0x22u64.to_le_bytes());
-        std::fs::write(&path, bytes).unwrap();
-        let e = q.pop::<Vec<u32>>("x").unwrap_err().to_string();
-        assert!(e.contains("session 0x0000000000000022"), "{e}");
-        assert!(e.contains("0x0000000000000011"), "{e}");
+        // another session's header in its place, written through the open file
+        let f = w.get_mut();
+        f.seek(SeekFrom::Start(8)).unwrap();
+        f.write_all(&0x22u64.to_le_bytes()).unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let mode = f.metadata().unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "spill files are private");
         }
+        let e = q.pop::<Vec<u32>>("x").unwrap_err().to_string();
+        assert!(e.contains("session 0x0000000000000022"), "{e}");
+        assert!(e.contains("0x0000000000000011"), "{e}");
         drop(q);
         assert!(!path.exists());
     }
