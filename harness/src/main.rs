@@ -55,6 +55,10 @@ struct KeygenArgs {
     /// Directory to write <role>.key and <role>.crt into (created if missing)
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing key pair of this role (its peers must then pin the new
+    /// certificate)
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -317,26 +321,43 @@ fn bert(a: &BertArgs) -> Result<()> {
     let report = harness::run::run(&spec, Some(&tick))?;
     pb.finish_and_clear();
     print!("{}", report.render());
-    report
-        .append_csv(&a.csv)
-        .with_context(|| format!("writing {}", a.csv.display()))?;
-    if let Some(j) = &a.json {
-        report.write_json(j)?;
-    }
     if report.verified == Some(false) {
         if report.protocol == "crypten" {
             // the baseline's accuracy is CrypTen's (docs/crypten-baseline.md): reported,
             // not a failure of the run
             eprintln!("note: the CrypTen baseline's output is outside the stated tolerance");
         } else {
-            anyhow::bail!("verification failed");
+            // a failed run must not land in the result files beside the good ones
+            anyhow::bail!(
+                "verification failed: the secure output differs from the plaintext model with the same masks; nothing written to {}{}",
+                a.csv.display(),
+                a.json
+                    .as_ref()
+                    .map_or(String::new(), |j| format!(" or {}", j.display()))
+            );
         }
+    }
+    report
+        .append_csv(&a.csv)
+        .with_context(|| format!("writing {}", a.csv.display()))?;
+    if let Some(j) = &a.json {
+        report.write_json(j)?;
     }
     Ok(())
 }
 
 fn keygen(k: &KeygenArgs) -> Result<()> {
     let role: protocol::PartyId = k.role.parse().map_err(anyhow::Error::msg)?;
+    let stem = protocol::net::tls::role_file_stem(role);
+    for f in [format!("{stem}.key"), format!("{stem}.crt")] {
+        let p = k.out.join(f);
+        if !k.force && p.symlink_metadata().is_ok() {
+            anyhow::bail!(
+                "{} exists: refusing to replace {role}'s key pair (the peers pin its certificate); pass --force to make a new one",
+                p.display()
+            );
+        }
+    }
     let (key, crt) = protocol::net::tls::keygen(role, &k.out)
         .with_context(|| format!("writing keys into {}", k.out.display()))?;
     let fp = protocol::net::tls::pem_fingerprint(&std::fs::read_to_string(&crt)?)?;

@@ -418,7 +418,27 @@ fn garbage_inserted_in_a_frame_over_plain_tcp_is_refused() {
 /// Runs the three parties with their own specs (plain TCP: the handshake is what is
 /// tested); returns their errors.
 fn run_specs(specs: [RunSpec; 3]) -> Vec<(PartyId, Result<(), String>)> {
+    run_specs_over(specs, false)
+        .into_iter()
+        .map(|(p, r)| (p, r.map(|_| ())))
+        .collect()
+}
+
+/// Three parties, each with its own spec, over loopback TCP (TLS when `tls`).
+fn run_specs_over(
+    specs: [RunSpec; 3],
+    tls: bool,
+) -> Vec<(PartyId, Result<harness::report::RunReport, String>)> {
     let preps: Vec<Prepared> = specs.iter().map(|s| prepare(s).unwrap()).collect();
+    let secs: Vec<Security> = if tls {
+        TlsSetup::ephemeral()
+            .unwrap()
+            .into_iter()
+            .map(|s| Security::Tls(Arc::new(s)))
+            .collect()
+    } else {
+        vec![Security::Insecure; 3]
+    };
     let l0 = Listener::bind("127.0.0.1:0").unwrap();
     let l1 = Listener::bind("127.0.0.1:0").unwrap();
     let a0 = l0.local_addr().unwrap().to_string();
@@ -430,22 +450,12 @@ fn run_specs(specs: [RunSpec; 3]) -> Vec<(PartyId, Result<(), String>)> {
             .map(|me| {
                 let i = me.to_u8() as usize;
                 let listener = listeners[i].take();
-                let (spec, prep, a0, a1) = (&specs[i], &preps[i], &a0, &a1);
+                let (spec, prep, a0, a1, sec) = (&specs[i], &preps[i], &a0, &a1, &secs[i]);
                 s.spawn(move || {
                     let mut link = LinkConfig::new(spec.session, spec.net.clone());
                     link.recv_timeout = Some(spec.timeout);
-                    let r = connect_links(
-                        me,
-                        a0,
-                        a1,
-                        listener,
-                        &link,
-                        &Security::Insecure,
-                        Duration::from_secs(5),
-                    )
-                    .and_then(|links| {
-                        run_on_links(me, links, spec, prep, "tcp-insecure", None).map(|_| ())
-                    });
+                    let r = connect_links(me, a0, a1, listener, &link, sec, Duration::from_secs(5))
+                        .and_then(|links| run_on_links(me, links, spec, prep, sec.label(), None));
                     (me, r.map_err(|e| format!("{e:#}")))
                 })
             })
@@ -512,16 +522,54 @@ fn the_handshake_names_each_differing_field_on_both_sides() {
 
 #[test]
 fn a_peer_of_another_session_is_refused_before_any_protocol_message() {
-    let mut d = spec();
-    d.session = 77;
-    let r = run_specs([spec(), spec(), d]);
-    for (p, r) in &r {
-        let e = r.as_ref().err().unwrap_or_else(|| panic!("{p} passed"));
-        eprintln!("session: {p}: {e}");
-        if *p == PartyId::Dealer {
-            assert!(e.contains("session mismatch"), "{e}");
+    // each role in turn belongs to another session, over plain TCP and over TLS: the
+    // parties it links with refuse it at the hello, and it names the mismatch itself
+    for tls in [false, true] {
+        for odd in PartyId::ALL {
+            let mut specs = [spec(), spec(), spec()];
+            specs[odd.to_u8() as usize].session = 77;
+            let r = run_specs_over(specs, tls);
+            for (p, r) in &r {
+                let e = r.as_ref().err().unwrap_or_else(|| panic!("{p} passed"));
+                eprintln!("session (tls {tls}, odd {odd}): {p}: {e}");
+                if *p == odd {
+                    assert!(e.contains("session mismatch"), "{e}");
+                }
+            }
+            // the party that accepted the odd one's connection refused it for its session
+            // (P0 accepts P1 and D; P1 accepts D)
+            let acceptor = if odd == PartyId::P0 {
+                PartyId::P1
+            } else {
+                PartyId::P0
+            };
+            let e = r[acceptor.to_u8() as usize].1.as_ref().unwrap_err();
+            assert!(
+                odd == PartyId::P0 || e.contains("session mismatch"),
+                "{acceptor}: {e}"
+            );
         }
     }
+}
+
+#[test]
+fn p1_verifies_a_seeded_run_over_links_and_a_wrong_seed_is_caught() {
+    let mut s = spec();
+    s.verify = true;
+    s.session = 0x5eed_0001;
+    let r = run_specs_over([s.clone(), s.clone(), s.clone()], true);
+    for (p, r) in &r {
+        let rep = r.as_ref().unwrap_or_else(|e| panic!("{p}: {e}"));
+        let want = (*p == PartyId::P1).then_some(true);
+        assert_eq!(rep.verified, want, "{p}");
+    }
+    // P1 verifies with another dealer seed than the dealer's: the masks differ, so the
+    // plaintext rerun differs and the run is reported as not verified
+    let mut wrong = s.clone();
+    wrong.dealer_seed = Some(6);
+    let r = run_specs_over([s.clone(), wrong, s], true);
+    let rep = r[1].1.as_ref().unwrap();
+    assert_eq!(rep.verified, Some(false));
 }
 
 #[test]

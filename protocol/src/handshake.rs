@@ -27,7 +27,10 @@ use crate::session::Program;
 /// tags, `u32::MAX - 1` and `u32::MAX - 2`).
 pub const HANDSHAKE_TAG: u32 = u32::MAX - 3;
 
-/// Largest handshake message accepted (a peer cannot make us parse megabytes of JSON).
+/// Largest handshake message parsed (a peer cannot make us parse megabytes of JSON).
+/// Checked once the frame is in: what a frame may allocate is bounded before that by
+/// the link's `max_frame`, as for every message, and a payload buffer grows only as its
+/// bytes arrive.
 const MAX_HANDSHAKE: usize = 64 << 10;
 
 /// One named public parameter.
@@ -84,6 +87,16 @@ impl Handshake {
                 format!("{:#018x}", self.session),
                 format!("{:#018x}", theirs.session),
             ));
+        }
+        // a name announced twice could pass the comparison with one value and mean the
+        // other to a reader of the message
+        for (i, g) in theirs.fields.iter().enumerate() {
+            if theirs.fields[..i].iter().any(|h| h.name == g.name) {
+                return Err(ProtocolError::Handshake {
+                    peer,
+                    detail: format!("the peer announces {} twice", g.name),
+                });
+            }
         }
         for f in &self.fields {
             match theirs.fields.iter().find(|g| g.name == f.name) {
@@ -262,6 +275,12 @@ mod tests {
         let b = base().field("extra", 1);
         let e = a.check(PartyId::P0, &b).unwrap_err().to_string();
         assert!(e.contains("announces extra = 1"), "{e}");
+        // the same field twice, first with our value: refused, whatever the second says
+        for second in ["128", "64"] {
+            let b = base().field("sequence length", second);
+            let e = a.check(PartyId::P1, &b).unwrap_err().to_string();
+            assert!(e.contains("announces sequence length twice"), "{e}");
+        }
     }
 
     #[test]
