@@ -615,3 +615,38 @@ fn csv_rows_are_appended_by_replacing_the_whole_file() {
     assert_eq!(names, vec!["r.json", "runs.csv"], "temporary files left");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keygen_refuses_to_replace_a_key_pair_without_force() {
+    let dir = std::env::temp_dir().join(format!("qbert-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let keygen = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["keygen", "--role", "p1", "--out"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = keygen(&[]);
+    assert!(ok, "{err}");
+    let crt = std::fs::read(dir.join("p1.crt")).unwrap();
+    let (ok, err) = keygen(&[]);
+    assert!(
+        !ok && err.contains("p1.key exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("p1.crt")).unwrap(),
+        crt,
+        "the pinned certificate changed"
+    );
+    let (ok, err) = keygen(&["--force"]);
+    assert!(ok, "{err}");
+    assert_ne!(std::fs::read(dir.join("p1.crt")).unwrap(), crt);
+    let _ = std::fs::remove_dir_all(&dir);
+}
