@@ -4,8 +4,11 @@
 //! Every snippet runs at its own token length (no padding): the length is public, as every
 //! shape is (docs/design.md), and a padded run would reveal it through the attention mask
 //! anyway while costing more. The plaintext quantized model is the engine's own program
-//! run by the plaintext role with deterministic rounding; the secure run adds the
-//! stochastic carries of the masks, so "agreement" measures what those carries change.
+//! run by the plaintext role, with the protocol's stochastic rounding drawn from a fixed
+//! seed per snippet (deterministic flooring would bias every requantization); the secure
+//! run draws its carries from the dealer's masks, so "agreement" measures what two draws
+//! of those carries change, and "bit-exact" checks the secure run against the plaintext
+//! model given the dealer's own masks.
 
 use crate::head::{self, Head};
 use crate::model::{self, BertWeights, Linear};
