@@ -64,10 +64,22 @@ pub enum NetError {
         timeout: Duration,
         last: String,
     },
-    /// No peer connected before the deadline.
-    #[error("no connection from {waiting_for} within {timeout:?}")]
+    /// Not every expected peer connected and completed its handshake before the
+    /// listener's deadline.
+    #[error("no connection from {waiting_for} within {timeout:?}{refused}")]
     AcceptTimeout {
         waiting_for: String,
+        timeout: Duration,
+        /// The incoming connections refused meanwhile, pre-formatted (`"; 1 connection
+        /// refused meanwhile, the last: ..."`); empty when there were none.
+        refused: String,
+    },
+    /// The TLS handshake and the hello exchange of a new connection did not finish
+    /// within their deadline (a peer that sends too slowly, or not at all).
+    #[error("handshake with {with}: not completed within {timeout:?}")]
+    HandshakeTimeout {
+        /// Who the peer was expected to be (`P1`, `P1 or D`).
+        with: String,
         timeout: Duration,
     },
     /// A network profile string could not be parsed.

@@ -17,7 +17,13 @@
 //! [`mem_pair`] gives two connected in-process endpoints; [`tcp`] connects parties over
 //! TCP ([`tcp::Listener`] accepts several peers: P0 listens for P1 and D, P1 for D),
 //! secured by TLS 1.3 with pinned certificates ([`tls`], [`tcp::Security`]) unless the
-//! caller asks for plain TCP. The frames below travel inside TLS unchanged.
+//! caller asks for plain TCP. The frames below travel inside TLS unchanged. On each new
+//! connection the TLS handshake and the hello exchange together must complete within a
+//! deadline, however slowly the peer sends ([`NetError::HandshakeTimeout`]). A listener
+//! waiting for several peers has one deadline for all of them and drops an incoming
+//! connection that fails (logged), so a stray connection cannot end its wait; if the
+//! deadline passes, [`NetError::AcceptTimeout`] also reports the connections refused
+//! meanwhile ([`tcp::Listener::accept_all_with`]).
 //!
 //! # Network emulation
 //! Every endpoint's outgoing direction models a link of bandwidth `B` and one-way latency
@@ -48,8 +54,9 @@
 //! On connecting, each side first sends a hello frame (flight 0, tag [`HELLO_TAG`], empty
 //! payload) and then checks the peer's: a wrong magic, version, session or party is
 //! reported as [`NetError::BadMagic`], [`NetError::VersionMismatch`],
-//! [`NetError::SessionMismatch`] or [`NetError::PartyMismatch`] with both values. Every
-//! later frame is checked the same way. A length above `LinkConfig::max_frame` is refused
+//! [`NetError::SessionMismatch`] or [`NetError::PartyMismatch`] with both values (for a
+//! listener waiting for several peers, as a refused connection). Every later frame is
+//! checked the same way. A length above `LinkConfig::max_frame` is refused
 //! with [`NetError::FrameTooLong`] before anything is allocated (payload buffers also
 //! grow only as data arrives); end of stream inside a frame is [`NetError::Truncated`],
 //! between frames [`NetError::PeerClosed`]; a read that times out is [`NetError::Timeout`]

@@ -1,8 +1,9 @@
 //! Tests of both transports (in process and TCP on 127.0.0.1).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -634,4 +635,173 @@ fn party_ids_round_trip() {
     assert_eq!(PartyId::from_u8(3), None);
     assert_eq!("dealer".parse::<PartyId>(), Ok(PartyId::Dealer));
     assert!("p2".parse::<PartyId>().is_err());
+}
+
+/// Sends `bytes` on `s` one at a time, one every `every`, until they run out, a write
+/// fails or the returned function is called (which also waits for the thread).
+pub(super) fn trickle(s: TcpStream, bytes: Vec<u8>, every: Duration) -> Box<dyn FnOnce() + Send> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    let h = thread::spawn(move || {
+        for b in bytes {
+            if halt.load(Ordering::SeqCst) || (&s).write_all(&[b]).is_err() {
+                return;
+            }
+            thread::sleep(every);
+        }
+    });
+    Box::new(move || {
+        stop.store(true, Ordering::SeqCst);
+        let _ = h.join();
+    })
+}
+
+#[test]
+fn stray_connections_do_not_end_a_plain_tcp_wait() {
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = cfg("none");
+    let cc = c.clone();
+    let h = thread::spawn(move || {
+        // a port scan: connects and closes
+        drop(TcpStream::connect(addr).unwrap());
+        // a hello of another session
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&FrameHeader::hello(cc.session + 1, PartyId::P1).encode())
+            .unwrap();
+        drop(s);
+        // a party not expected (its own check passes: it did reach P0)
+        let mut p0 = tcp::connect(addr, PartyId::P0, PartyId::P0, &cc, SAFETY).unwrap();
+        assert!(p0.recv().is_err(), "P0 must be dropped");
+        let mut ends = vec![];
+        for me in [PartyId::P1, PartyId::P1, PartyId::Dealer] {
+            let mut t = tcp::connect(addr, me, PartyId::P0, &cc, SAFETY).unwrap();
+            t.send(Message::new(1, 7, vec![me.to_u8()])).unwrap();
+            t.flush().unwrap();
+            ends.push(t);
+        }
+        assert!(ends[1].recv().is_err(), "the second P1 must be dropped");
+        [
+            ends.remove(2).recv().unwrap(),
+            ends.remove(0).recv().unwrap(),
+        ]
+    });
+    let t0 = Instant::now();
+    let mut links = l
+        .accept_all_with(
+            PartyId::P0,
+            &[PartyId::P1, PartyId::Dealer],
+            &c,
+            &tcp::Security::Insecure,
+            Some(SAFETY),
+        )
+        .unwrap();
+    assert!(t0.elapsed() < SAFETY, "took {:?}", t0.elapsed());
+    for (t, want) in links.iter_mut().zip([PartyId::P1, PartyId::Dealer]) {
+        assert_eq!(t.peer(), want);
+        assert_eq!(t.recv().unwrap(), Message::new(1, 7, vec![want.to_u8()]));
+        t.send(Message::new(2, 8, vec![9, want.to_u8()])).unwrap();
+    }
+    let [from_d, from_p1] = h.join().unwrap();
+    assert_eq!(from_d.payload, vec![9, PartyId::Dealer.to_u8()]);
+    assert_eq!(from_p1.payload, vec![9, PartyId::P1.to_u8()]);
+}
+
+#[test]
+fn a_hello_trickled_byte_by_byte_is_refused_at_the_handshake_deadline() {
+    let c = LinkConfig {
+        recv_timeout: Some(Duration::from_millis(300)),
+        ..cfg("none")
+    };
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    // a valid hello, each byte well within the per-read timeout: 2.7 s in all
+    let hello = FrameHeader::hello(c.session, PartyId::P1).encode().to_vec();
+    let stop = trickle(s, hello, Duration::from_millis(100));
+    let wait = Duration::from_secs(1);
+    let t0 = Instant::now();
+    let r = l.accept_all_with(
+        PartyId::P0,
+        &[PartyId::P1],
+        &c,
+        &tcp::Security::Insecure,
+        Some(wait),
+    );
+    let took = t0.elapsed();
+    stop();
+    let e = r.err().expect("the trickle must be cut").to_string();
+    assert_eq!(
+        e,
+        "no connection from P1 within 1s; 1 connection refused meanwhile, the last: \
+         handshake with P1: not completed within 300ms"
+    );
+    assert!(took >= wait, "gave up after {took:?}");
+    assert!(took < wait + Duration::from_millis(1500), "took {took:?}");
+}
+
+#[test]
+fn a_hello_trickled_to_a_connecting_party_is_cut_at_the_connect_deadline() {
+    let c = cfg("none");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let hello = FrameHeader::hello(c.session, PartyId::P0).encode().to_vec();
+    let h = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        trickle(s, hello, Duration::from_millis(100))
+    });
+    let t0 = Instant::now();
+    let r = tcp::connect_tcp(
+        addr,
+        PartyId::P1,
+        PartyId::P0,
+        &c,
+        Duration::from_millis(300),
+    );
+    let took = t0.elapsed();
+    h.join().unwrap()();
+    let e = r.err().expect("the trickle must be cut").to_string();
+    assert_eq!(e, "handshake with P0: not completed within 300ms");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn the_wait_is_one_deadline_for_all_connections_not_one_each() {
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    // a stray connection every 200 ms for 4 s: a wait per connection would never end
+    let h = thread::spawn(move || {
+        let t0 = Instant::now();
+        while !halt.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(4) {
+            drop(TcpStream::connect(addr).unwrap());
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let wait = Duration::from_secs(1);
+    let t0 = Instant::now();
+    let r = l.accept_all_with(
+        PartyId::P0,
+        &[PartyId::P1, PartyId::Dealer],
+        &cfg("none"),
+        &tcp::Security::Insecure,
+        Some(wait),
+    );
+    let took = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    h.join().unwrap();
+    let e = r.err().expect("no peer connected").to_string();
+    assert!(took >= wait, "gave up after {took:?}");
+    assert!(
+        took < wait + Duration::from_millis(1500),
+        "took {took:?}: {e}"
+    );
+    assert!(
+        e.starts_with("no connection from P1 and D within 1s; "),
+        "{e}"
+    );
+    assert!(
+        e.contains("connections refused meanwhile, the last: peer closed the connection"),
+        "{e}"
+    );
 }

@@ -23,7 +23,9 @@
 //! both halves share it behind a mutex that is only held while records are encrypted or
 //! decrypted, never while a socket call blocks: the reader waits for ciphertext on the
 //! socket without the lock and the writer encrypts under the lock, then writes the
-//! records after releasing it. Only the writer writes to the socket after the handshake.
+//! records after releasing it. Only the writer writes to the socket after the handshake,
+//! the closer included: an alert the reader's failure queues goes out with the writer's
+//! next records or at close, never interleaved with them.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -158,6 +160,28 @@ impl TlsSetup {
                 .map_err(|e| bad(format!("{p}'s certificate"), e))?;
             pinned[slot(*p)] = Some(c);
         }
+        // the role of a peer is read from which pin its certificate matches: one
+        // certificate for two roles (or ours for a peer's) would make that ambiguous
+        for (i, p) in PartyId::ALL.into_iter().enumerate() {
+            let Some(c) = &pinned[slot(p)] else { continue };
+            if p != me && c.as_ref() == cert.as_ref() {
+                return Err(NetError::Tls(format!(
+                    "the certificate pinned for {p} is {me}'s own ({})",
+                    fingerprint(c)
+                )));
+            }
+            for q in PartyId::ALL.into_iter().skip(i + 1) {
+                if pinned[slot(q)]
+                    .as_ref()
+                    .is_some_and(|d| d.as_ref() == c.as_ref())
+                {
+                    return Err(NetError::Tls(format!(
+                        "the same certificate is pinned for {p} and {q} ({})",
+                        fingerprint(c)
+                    )));
+                }
+            }
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let setup = Self {
             me,
@@ -225,6 +249,11 @@ impl TlsSetup {
     /// The SHA-256 fingerprint of this party's certificate.
     pub fn my_fingerprint(&self) -> String {
         fingerprint(&self.cert)
+    }
+
+    /// Fails unless a certificate is pinned for each of `roles`.
+    pub(crate) fn require_pins(&self, roles: &[PartyId]) -> Result<(), NetError> {
+        self.pins(roles).map(|_| ())
     }
 
     fn pinned(&self, p: PartyId) -> Option<&CertificateDer<'static>> {
@@ -430,8 +459,9 @@ pub(crate) struct Established {
     pub peer_role: PartyId,
 }
 
-/// Runs the TLS handshake on `sock` (blocking, within `timeout`): as the client when we
-/// connect to `peer`, as the server when we accept one of `expected`. Communicates.
+/// Runs the TLS handshake on `sock` (blocking, each socket call within `timeout`; the
+/// caller bounds the whole handshake): as the client when we connect to `peer`, as the
+/// server when we accept one of `expected`. Communicates.
 pub(crate) fn establish(
     setup: &TlsSetup,
     sock: &TcpStream,
@@ -537,10 +567,9 @@ impl Read for TlsReader {
                         .unwrap_or_default();
                     self.pos += n;
                     if let Err(e) = c.process_new_packets() {
-                        // send our alert if we can, then fail for good
-                        let mut alert = vec![];
-                        let _ = c.write_tls(&mut alert);
-                        let _ = (&self.sock).write_all(&alert);
+                        // fail for good; rustls has queued our alert in the connection,
+                        // and the writer's next drain or the closer sends it, in order
+                        // with the records before it (only the writer writes)
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                     if n == 0 {
@@ -599,7 +628,8 @@ impl TlsWriter {
     }
 }
 
-/// Sends TLS close_notify and shuts the socket's write side.
+/// Sends what the connection still has queued (the alert after a failure) and TLS
+/// close_notify (unless an alert was sent), then shuts the socket's write side.
 pub(crate) struct TlsCloser {
     conn: Shared,
     sock: Option<TcpStream>,

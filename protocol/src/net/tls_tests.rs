@@ -1,7 +1,8 @@
 //! Tests of TCP links secured by TLS 1.3 with pinned certificates.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,6 +12,10 @@ use super::tls::{self, TlsSetup};
 use super::*;
 
 const SAFETY: Duration = Duration::from_secs(5);
+/// How long the listener waits in tests where a connection is refused.
+const WAIT: Duration = Duration::from_secs(1);
+/// Slack on top of a deadline for a loaded machine.
+const MARGIN: Duration = Duration::from_millis(1500);
 
 fn cfg() -> LinkConfig {
     let mut c = LinkConfig::new(0xC0FFEE, NetProfile::none());
@@ -29,14 +34,45 @@ type Ends = (
 
 /// `me` listens for `peer`, which connects with `peer_sec`; returns both results.
 fn link(me_sec: Security, peer_sec: Security, me: PartyId, peer: PartyId, c: &LinkConfig) -> Ends {
+    link_within(me_sec, peer_sec, me, peer, c, SAFETY).0
+}
+
+/// [`link`] with the listener waiting at most `wait`; also how long the accept took.
+fn link_within(
+    me_sec: Security,
+    peer_sec: Security,
+    me: PartyId,
+    peer: PartyId,
+    c: &LinkConfig,
+    wait: Duration,
+) -> (Ends, Duration) {
     let l = Listener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = l.local_addr().unwrap();
     let cc = c.clone();
     let h = thread::spawn(move || tcp::connect_with(addr, peer, me, &cc, SAFETY, &peer_sec));
+    let t = Instant::now();
     let a = l
-        .accept_all_with(me, &[peer], c, &me_sec, Some(SAFETY))
+        .accept_all_with(me, &[peer], c, &me_sec, Some(wait))
         .map(|mut v| v.remove(0));
-    (a, h.join().unwrap())
+    let took = t.elapsed();
+    ((a, h.join().unwrap()), took)
+}
+
+/// The listener's error after its wait: an accept timeout naming `who` and one refused
+/// connection; returns the message.
+fn refused_once(r: Result<Box<dyn Transport>, NetError>, who: PartyId, took: Duration) -> String {
+    let e = r.err().expect("the listener must not accept");
+    let m = e.to_string();
+    assert!(matches!(e, NetError::AcceptTimeout { .. }), "{m}");
+    assert!(
+        m.starts_with(&format!(
+            "no connection from {who} within {WAIT:?}; 1 connection refused meanwhile, the last: "
+        )),
+        "{m}"
+    );
+    assert!(took >= WAIT, "gave up after {took:?}: {m}");
+    assert!(took < WAIT + MARGIN, "took {took:?}: {m}");
+    m
 }
 
 #[test]
@@ -109,11 +145,19 @@ fn a_client_with_an_unpinned_certificate_is_refused_on_both_sides() {
     let p0 = TlsSetup::from_pem(PartyId::P0, &k0, &c0, &[(PartyId::P1, c1)]).unwrap();
     let stranger = TlsSetup::from_pem(PartyId::P1, &ks, &cs, &[(PartyId::P0, c0)]).unwrap();
     let got = stranger_fp(&stranger);
-    let (a, b) = link(tls(p0), tls(stranger), PartyId::P0, PartyId::P1, &cfg());
-    let ea = a.err().expect("listener must refuse").to_string();
+    let ((a, b), took) = link_within(
+        tls(p0),
+        tls(stranger),
+        PartyId::P0,
+        PartyId::P1,
+        &cfg(),
+        WAIT,
+    );
+    // the refusal does not end the listener's wait; its timeout names it
+    let ea = refused_once(a, PartyId::P1, took);
+    assert!(ea.contains("TLS: handshake with P1"), "{ea}");
     assert!(ea.contains("not pinned"), "{ea}");
-    assert!(ea.contains("P1"), "{ea}");
-    assert!(ea.contains(&got), "{ea}");
+    assert!(ea.contains(&format!("got {got}")), "{ea}");
     let eb = b.err().expect("client must fail").to_string();
     assert!(eb.starts_with("TLS: handshake with P0"), "{eb}");
 }
@@ -123,12 +167,22 @@ fn a_server_with_an_unpinned_certificate_is_refused_naming_both_fingerprints() {
     let [_, p1, _] = TlsSetup::ephemeral().unwrap();
     let [impostor, _, _] = TlsSetup::ephemeral().unwrap();
     let got = stranger_fp(&impostor);
-    let (a, b) = link(tls(impostor), tls(p1), PartyId::P0, PartyId::P1, &cfg());
+    let ((a, b), took) = link_within(
+        tls(impostor),
+        tls(p1),
+        PartyId::P0,
+        PartyId::P1,
+        &cfg(),
+        WAIT,
+    );
     let eb = b.err().expect("client must refuse").to_string();
     assert!(eb.contains("TLS: handshake with P0"), "{eb}");
     assert!(eb.contains(&format!("got {got}")), "{eb}");
     assert!(eb.contains("expected P0 "), "{eb}");
-    assert!(a.is_err());
+    // the impostor hears the client's alert
+    let ea = refused_once(a, PartyId::P1, took);
+    assert!(ea.contains("TLS: handshake with P1"), "{ea}");
+    assert!(ea.contains("alert"), "{ea}");
 }
 
 fn stranger_fp(s: &TlsSetup) -> String {
@@ -137,11 +191,32 @@ fn stranger_fp(s: &TlsSetup) -> String {
 
 #[test]
 fn plain_tcp_and_tls_do_not_mix() {
-    let [p0, _, _] = TlsSetup::ephemeral().unwrap();
+    let [p0, p1, _] = TlsSetup::ephemeral().unwrap();
     let mut c = cfg();
     c.recv_timeout = Some(Duration::from_millis(500));
-    let (a, b) = link(tls(p0), Security::Insecure, PartyId::P0, PartyId::P1, &c);
-    assert!(a.is_err());
+    // a TLS listener, a plain client: its hello is not a TLS record
+    let ((a, b), took) = link_within(
+        tls(p0),
+        Security::Insecure,
+        PartyId::P0,
+        PartyId::P1,
+        &c,
+        WAIT,
+    );
+    let ea = refused_once(a, PartyId::P1, took);
+    assert!(ea.contains("TLS: handshake with P1"), "{ea}");
+    assert!(b.is_err());
+    // a plain listener, a TLS client: its ClientHello is not a frame
+    let ((a, b), took) = link_within(
+        Security::Insecure,
+        tls(p1),
+        PartyId::P0,
+        PartyId::P1,
+        &c,
+        WAIT,
+    );
+    let ea = refused_once(a, PartyId::P1, took);
+    assert!(ea.contains("bad frame magic"), "{ea}");
     assert!(b.is_err());
 }
 
@@ -156,12 +231,11 @@ fn garbage_instead_of_a_handshake_is_a_tls_error_not_a_hang() {
         thread::sleep(Duration::from_millis(300));
     });
     let t = Instant::now();
-    let e = l
-        .accept_all_with(PartyId::P0, &[PartyId::P1], &cfg(), &tls(p0), Some(SAFETY))
-        .err()
-        .expect("garbage must be refused");
-    assert!(t.elapsed() < SAFETY, "took {:?}", t.elapsed());
-    assert!(matches!(e, NetError::Tls(_)), "{e}");
+    let r = l
+        .accept_all_with(PartyId::P0, &[PartyId::P1], &cfg(), &tls(p0), Some(WAIT))
+        .map(|mut v| v.remove(0));
+    let e = refused_once(r, PartyId::P1, t.elapsed());
+    assert!(e.contains("TLS: handshake with P1: "), "{e}");
     h.join().unwrap();
 }
 
@@ -181,7 +255,7 @@ fn a_peer_that_never_connects_ends_the_accept_after_the_wait() {
         .err()
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert!(e.to_string().contains("no connection from D"), "{e}");
+    assert_eq!(e.to_string(), "no connection from D within 200ms");
 }
 
 #[test]
@@ -254,4 +328,180 @@ fn a_dealer_frame_of_another_session_is_refused_mid_stream() {
         other => panic!("expected SessionMismatch, got {other:?}"),
     }
     h.join().unwrap();
+}
+
+#[test]
+fn stray_connections_do_not_end_the_wait_for_the_real_peer() {
+    let [p0, p1, _] = TlsSetup::ephemeral().unwrap();
+    let [_, impostor, _] = TlsSetup::ephemeral().unwrap();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let c = cfg();
+    let cc = c.clone();
+    let h = thread::spawn(move || {
+        // a port scan: connects and closes
+        drop(TcpStream::connect(addr).unwrap());
+        // garbage instead of a ClientHello
+        let mut g = TcpStream::connect(addr).unwrap();
+        g.write_all(&[0x42; 300]).unwrap();
+        drop(g);
+        // a TLS peer whose certificate is not pinned
+        let e = tcp::connect_with(addr, PartyId::P1, PartyId::P0, &cc, SAFETY, &tls(impostor));
+        assert!(e.is_err(), "the impostor got in");
+        // the real P1
+        let mut t =
+            tcp::connect_with(addr, PartyId::P1, PartyId::P0, &cc, SAFETY, &tls(p1)).unwrap();
+        t.send(Message::new(1, 7, vec![1, 2, 3])).unwrap();
+        t.flush().unwrap();
+        t.recv().unwrap()
+    });
+    let t0 = Instant::now();
+    let mut links = l
+        .accept_all_with(PartyId::P0, &[PartyId::P1], &c, &tls(p0), Some(SAFETY))
+        .unwrap();
+    assert!(t0.elapsed() < SAFETY, "took {:?}", t0.elapsed());
+    let a = &mut links[0];
+    assert_eq!(a.peer(), PartyId::P1);
+    assert_eq!(a.recv().unwrap(), Message::new(1, 7, vec![1, 2, 3]));
+    a.send(Message::new(2, 8, vec![4])).unwrap();
+    assert_eq!(h.join().unwrap().payload, vec![4]);
+}
+
+/// A TLS record header announcing 512 bytes, then zeros: a start that looks valid and
+/// never completes.
+fn tls_record_start(version_minor: u8) -> Vec<u8> {
+    let mut b = vec![0x16, 0x03, version_minor, 0x02, 0x00];
+    b.resize(200, 0);
+    b
+}
+
+#[test]
+fn a_client_hello_trickled_byte_by_byte_is_cut_at_the_handshake_deadline() {
+    let [p0, _, _] = TlsSetup::ephemeral().unwrap();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    // each byte comes well within the per-read timeout
+    let stop = super::tests::trickle(s, tls_record_start(1), Duration::from_millis(100));
+    let mut c = cfg();
+    c.recv_timeout = Some(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = l.accept_any_with(PartyId::P0, &[PartyId::P1], &c, &tls(p0), Some(SAFETY));
+    let took = t.elapsed();
+    stop();
+    let e = r.err().expect("the trickle must be cut").to_string();
+    assert_eq!(e, "handshake with P1: not completed within 300ms");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn a_server_hello_trickled_byte_by_byte_is_cut_at_the_connect_deadline() {
+    let [_, p1, _] = TlsSetup::ephemeral().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        super::tests::trickle(s, tls_record_start(3), Duration::from_millis(100))
+    });
+    let t = Instant::now();
+    let r = tcp::connect_tcp_with(
+        addr,
+        PartyId::P1,
+        PartyId::P0,
+        &cfg(),
+        Duration::from_millis(300),
+        &tls(p1),
+    );
+    let took = t.elapsed();
+    h.join().unwrap()();
+    let e = r.err().expect("the trickle must be cut").to_string();
+    assert_eq!(e, "handshake with P0: not completed within 300ms");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// A one-connection proxy to `target` that, once `flip` is set, flips the last byte of
+/// each chunk the client sends (inside a record: it no longer decrypts).
+fn flipping_proxy(target: SocketAddr, flip: Arc<AtomicBool>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut s = TcpStream::connect(target).unwrap();
+        let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut s2, &mut c2);
+            let _ = c2.shutdown(Shutdown::Write);
+        });
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if flip.load(Ordering::SeqCst) {
+                buf[n - 1] ^= 0x5A;
+            }
+            if s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+    });
+    addr
+}
+
+#[test]
+fn a_record_that_does_not_decrypt_is_refused_and_the_peer_hears_the_alert() {
+    let [p0, p1, _] = TlsSetup::ephemeral().unwrap();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let flip = Arc::new(AtomicBool::new(false));
+    let via = flipping_proxy(l.local_addr().unwrap(), flip.clone());
+    let c = cfg();
+    let cc = c.clone();
+    let h = thread::spawn(move || {
+        tcp::connect_with(via, PartyId::P1, PartyId::P0, &cc, SAFETY, &tls(p1))
+    });
+    let mut a = l
+        .accept_all_with(PartyId::P0, &[PartyId::P1], &c, &tls(p0), Some(SAFETY))
+        .unwrap()
+        .remove(0);
+    let mut b = h.join().unwrap().unwrap();
+    b.send(Message::new(1, 1, vec![5; 10])).unwrap();
+    b.flush().unwrap();
+    assert_eq!(a.recv().unwrap().payload, vec![5; 10]);
+    flip.store(true, Ordering::SeqCst);
+    b.send(Message::new(2, 1, vec![6; 10])).unwrap();
+    b.flush().unwrap();
+    let ea = a.recv().unwrap_err();
+    assert!(matches!(ea, NetError::Tls(_)), "{ea}");
+    // the reader only queued the alert: P0's writer sends it when the endpoint closes
+    drop(a);
+    let eb = b.recv().unwrap_err().to_string();
+    assert!(eb.contains("alert"), "{eb}");
+}
+
+#[test]
+fn one_certificate_pinned_for_two_roles_or_ours_for_a_peer_is_refused() {
+    let (k0, c0) = tls::generate(PartyId::P0).unwrap();
+    let (_, c1) = tls::generate(PartyId::P1).unwrap();
+    let (_, cd) = tls::generate(PartyId::Dealer).unwrap();
+    let fp1 = tls::pem_fingerprint(&c1).unwrap();
+    let fp0 = tls::pem_fingerprint(&c0).unwrap();
+    let ok = [(PartyId::P1, c1.clone()), (PartyId::Dealer, cd)];
+    TlsSetup::from_pem(PartyId::P0, &k0, &c0, &ok).unwrap();
+    let twice = [(PartyId::P1, c1.clone()), (PartyId::Dealer, c1)];
+    let e = TlsSetup::from_pem(PartyId::P0, &k0, &c0, &twice)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!("TLS: the same certificate is pinned for P1 and D ({fp1})")
+    );
+    let ours = [(PartyId::Dealer, c0.clone())];
+    let e = TlsSetup::from_pem(PartyId::P0, &k0, &c0, &ours)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!("TLS: the certificate pinned for D is P0's own ({fp0})")
+    );
 }
