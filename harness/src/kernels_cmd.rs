@@ -346,7 +346,7 @@ pub fn limits() -> Limits {
         vector_bits: match simd {
             Simd::Avx512 => 512,
             Simd::Avx2 => 256,
-            Simd::Portable => 128,
+            Simd::Neon | Simd::Portable => 128,
         },
         simd: simd.name().to_string(),
         aes: backend::aes_name().to_string(),

@@ -3,19 +3,43 @@
 //! reports print ([`describe`]).
 //!
 //! **Backends.** `Scalar` is the plain reference (naive loops, the test oracle); `Cpu` is
-//! the SIMD code (explicit AVX-512 intrinsics where the CPU has AVX-512F/BW/DQ, the
-//! portable code compiled for AVX2 or the baseline otherwise; on aarch64 the portable code,
-//! which LLVM compiles with NEON, the aarch64 baseline); `Gpu` runs the WGSL shaders of
+//! the SIMD code at the level [`Simd::active`] picks; `Gpu` runs the WGSL shaders of
 //! [`crate::gpu`] on a hardware adapter and falls back to `Cpu` for what the GPU does not
 //! support (a u64 ring, no adapter); `Auto` picks the GPU only when a hardware adapter
 //! exists (software adapters such as lavapipe/llvmpipe are never chosen automatically) and
 //! the call is large enough to pay for the transfers ([`GPU_MIN_WORK`]), else `Cpu`.
 //! Every backend gives the same bits.
 //!
+//! **CPU SIMD levels** ([`Simd`], chosen at run time by feature detection):
+//!
+//! - x86_64: `Avx512` (explicit AVX-512F/BW/DQ intrinsics for the matmul micro-tiles, the
+//!   1-bit FC, the gathers and the one-hot dot products), else `Avx2` (the portable code
+//!   compiled a second time with AVX2 enabled), else `Portable`.
+//! - aarch64: `Neon` (`is_aarch64_feature_detected!("neon")`, every aarch64 Linux CPU),
+//!   else `Portable`. Explicit NEON intrinsics (`core::arch::aarch64`, `#[target_feature
+//!   (enable = "neon")]` functions reached only after the check) run the ring matmul
+//!   micro-tiles for u16 and u32 (8 × 24 / 8 × 12 tiles of `mla` by element), the 1-bit FC
+//!   for every width (AND + ADD on register-resident accumulators), and the one-hot dot
+//!   products for u16 and u32 (`mla` + `addv`). What stays portable at the `Neon` level,
+//!   and why: the u64 matmul and u64 dot products (NEON has no 64-bit lane multiply; the
+//!   portable code multiplies in general registers), the gathers (NEON has no gather
+//!   instruction; the portable loop is one scalar load per lookup either way), the table
+//!   rotations (memcpys), and the packing and transposes around the kernels. `Portable`
+//!   on aarch64 is the plain Rust code, which LLVM may still auto-vectorise with NEON (the
+//!   aarch64 baseline) but which calls no intrinsics.
+//! - The DPF's fixed-key AES has its own detection ([`crate::prg::AesImpl`], named by
+//!   [`aes_name`]): VAES-512 or AES-NI on x86_64, the ARMv8 AES instructions on aarch64
+//!   (`is_aarch64_feature_detected!("aes")`), else the `aes` crate; same bits everywhere.
+//!
+//! Levels of the two families never coexist: [`Simd::supported`] is `[Portable, Neon]` on
+//! aarch64 and `[Portable, Avx2, Avx512]` (or a prefix) on x86_64.
+//!
 //! **Selection.** [`set_backend`] (the harness calls it once, from `--backend`); without
 //! it, the environment variable `HARNESS_BACKEND` (`auto|cpu|gpu|scalar`); else `Auto`.
 //! The SIMD level can be capped (never raised above what the CPU has) with
-//! `KERNELS_SIMD=portable|avx2|avx512`, and the pool's size set with `KERNELS_THREADS`.
+//! `KERNELS_SIMD=portable|neon|avx2|avx512` (`portable` forces the portable code on
+//! either architecture), the AES with `KERNELS_AES=portable|armv8|aesni|vaes`, and the
+//! pool's size set with `KERNELS_THREADS`.
 //! The dispatching entry points are in [`crate::ops`].
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -121,12 +145,20 @@ pub fn backend() -> Backend {
 /// kernels.
 pub const GPU_MIN_WORK: usize = 1 << 24;
 
-/// The CPU code path of the SIMD kernels.
+/// The CPU code path of the SIMD kernels. Ordered slowest first; `Neon` (aarch64) and
+/// the AVX levels (x86_64) never exist on the same CPU, so a level is supported when it
+/// is `Portable` or of the CPU's own family and at most [`Simd::detect`] (see
+/// [`Simd::supported`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Simd {
-    /// Portable Rust, auto-vectorised for the target's baseline (SSE2 on x86_64, NEON
-    /// on aarch64).
+    /// Portable Rust, auto-vectorised for the target's baseline (SSE2 on x86_64; on
+    /// aarch64 the baseline includes NEON, so LLVM may still emit NEON instructions here,
+    /// but no NEON intrinsics are called).
     Portable,
+    /// Explicit NEON intrinsics (aarch64 with NEON, i.e. every aarch64 Linux CPU): the
+    /// ring matmul for u16/u32, the 1-bit FC for every width, the one-hot dot products
+    /// for u16/u32; the rest of this level is the portable code (see the module docs).
+    Neon,
     /// The portable code compiled with AVX2 enabled (x86_64).
     Avx2,
     /// Explicit AVX-512F/BW/DQ intrinsics (x86_64).
@@ -149,30 +181,35 @@ impl Simd {
                 return Simd::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                return Simd::Neon;
+            }
+        }
         Simd::Portable
     }
 
-    /// The level the CPU kernels use: [`Simd::detect`], capped by `KERNELS_SIMD`
-    /// (`portable`, `avx2`, `avx512`). Detected once per process.
+    /// The level the CPU kernels use: the best supported level not above the cap set by
+    /// `KERNELS_SIMD` (`portable`, `neon`, `avx2`, `avx512`; unset or another value: no
+    /// cap). A cap of another family's level (e.g. `neon` on x86_64) leaves the portable
+    /// code. Detected once per process.
     #[inline]
     pub fn active() -> Simd {
         static ACTIVE: AtomicU8 = AtomicU8::new(0);
         match ACTIVE.load(Ordering::Relaxed) {
             1 => Simd::Portable,
-            2 => Simd::Avx2,
-            3 => Simd::Avx512,
+            2 => Simd::Neon,
+            3 => Simd::Avx2,
+            4 => Simd::Avx512,
             _ => {
-                let cap = match std::env::var("KERNELS_SIMD").as_deref() {
-                    Ok("portable") | Ok("scalar") => Simd::Portable,
-                    Ok("avx2") => Simd::Avx2,
-                    _ => Simd::Avx512,
-                };
-                let s = Simd::detect().min(cap);
+                let s = Simd::capped(std::env::var("KERNELS_SIMD").ok().as_deref());
                 ACTIVE.store(
                     match s {
                         Simd::Portable => 1,
-                        Simd::Avx2 => 2,
-                        Simd::Avx512 => 3,
+                        Simd::Neon => 2,
+                        Simd::Avx2 => 3,
+                        Simd::Avx512 => 4,
                     },
                     Ordering::Relaxed,
                 );
@@ -181,11 +218,39 @@ impl Simd {
         }
     }
 
-    /// Every level this CPU supports, slowest first (tests and benchmarks force each).
-    pub fn supported() -> Vec<Simd> {
-        [Simd::Portable, Simd::Avx2, Simd::Avx512]
+    /// The best supported level not above the cap named by `cap` (a `KERNELS_SIMD` value;
+    /// `None` or an unknown name: no cap).
+    fn capped(cap: Option<&str>) -> Simd {
+        let cap = match cap {
+            Some("portable") | Some("scalar") => Simd::Portable,
+            Some("neon") => Simd::Neon,
+            Some("avx2") => Simd::Avx2,
+            _ => Simd::Avx512,
+        };
+        Simd::supported()
             .into_iter()
-            .filter(|&s| s <= Simd::detect())
+            .filter(|&s| s <= cap)
+            .max()
+            .unwrap_or(Simd::Portable)
+    }
+
+    /// Whether this CPU can run this level: `Portable` always; `Neon` on aarch64 with
+    /// NEON; `Avx2` and `Avx512` on x86_64 up to the detected level.
+    pub fn is_supported(self) -> bool {
+        let best = Simd::detect();
+        match self {
+            Simd::Portable => true,
+            Simd::Neon => best == Simd::Neon,
+            Simd::Avx2 | Simd::Avx512 => best >= Simd::Avx2 && self <= best,
+        }
+    }
+
+    /// Every level this CPU supports, slowest first (tests and benchmarks force each):
+    /// `[Portable, Neon]` on aarch64, `[Portable, Avx2, Avx512]` on an AVX-512 x86_64.
+    pub fn supported() -> Vec<Simd> {
+        [Simd::Portable, Simd::Neon, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|s| s.is_supported())
             .collect()
     }
 
@@ -194,18 +259,17 @@ impl Simd {
     #[inline]
     pub(crate) fn check(self) {
         assert!(
-            self <= Simd::detect(),
+            self.is_supported(),
             "kernels: SIMD level {self:?} not supported by this CPU"
         );
     }
 
-    /// A short name (`avx512`, `avx2`, `portable`; `neon` for the portable code on
-    /// aarch64).
+    /// A short name (`avx512`, `avx2`, `neon`, `portable`).
     pub fn name(self) -> &'static str {
         match self {
             Simd::Avx512 => "avx512",
             Simd::Avx2 => "avx2",
-            Simd::Portable if cfg!(target_arch = "aarch64") => "neon",
+            Simd::Neon => "neon",
             Simd::Portable => "portable",
         }
     }
@@ -273,11 +337,7 @@ pub fn call_counts() -> (usize, usize, usize, usize) {
 
 /// The AES implementation of the DPF PRG, by name.
 pub fn aes_name() -> &'static str {
-    match crate::prg::Prg::fixed().backend() {
-        crate::prg::AesImpl::Portable => "aes-crate",
-        crate::prg::AesImpl::AesNi => "aes-ni",
-        crate::prg::AesImpl::Vaes512 => "vaes-avx512",
-    }
+    crate::prg::Prg::fixed().backend().name()
 }
 
 /// What the CPU backend runs on this machine, e.g. `cpu (avx512 kernels, vaes-avx512 PRG,
@@ -350,7 +410,55 @@ mod tests {
     fn simd_levels_are_ordered_and_supported() {
         let s = Simd::supported();
         assert_eq!(s[0], Simd::Portable);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
         assert!(s.contains(&Simd::active()));
+        assert!(s.contains(&Simd::detect()));
+        assert!(s.iter().all(|l| l.is_supported()));
+        // One family per CPU: NEON never next to an AVX level.
+        let avx = s.iter().any(|&l| l >= Simd::Avx2);
+        assert!(!(avx && s.contains(&Simd::Neon)), "{s:?}");
+        if cfg!(target_arch = "aarch64") {
+            assert!(!avx);
+            #[cfg(target_arch = "aarch64")]
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                assert_eq!(s, vec![Simd::Portable, Simd::Neon]);
+            }
+        } else {
+            assert!(!s.contains(&Simd::Neon));
+            assert!(!Simd::Neon.is_supported());
+        }
+        let names: std::collections::HashSet<_> =
+            [Simd::Portable, Simd::Neon, Simd::Avx2, Simd::Avx512]
+                .iter()
+                .map(|l| l.name())
+                .collect();
+        assert_eq!(names.len(), 4);
+        assert_eq!(Simd::Portable.name(), "portable");
         assert!(pool().current_num_threads() >= 1);
+    }
+
+    #[test]
+    fn simd_cap_picks_best_supported_level_below_it() {
+        assert_eq!(Simd::capped(None), Simd::detect());
+        assert_eq!(Simd::capped(Some("bogus")), Simd::detect());
+        assert_eq!(Simd::capped(Some("portable")), Simd::Portable);
+        assert_eq!(Simd::capped(Some("scalar")), Simd::Portable);
+        let neon = Simd::capped(Some("neon"));
+        let avx2 = Simd::capped(Some("avx2"));
+        if Simd::detect() == Simd::Neon {
+            assert_eq!(neon, Simd::Neon);
+            assert_eq!(avx2, Simd::Neon);
+        } else {
+            // Another family's name leaves the portable code.
+            assert_eq!(neon, Simd::Portable);
+            assert_eq!(avx2, Simd::detect().min(Simd::Avx2));
+        }
+        // The process-wide level is the cap of this process's KERNELS_SIMD (run the
+        // suite with KERNELS_SIMD=portable to force the portable code everywhere).
+        let env = std::env::var("KERNELS_SIMD").ok();
+        assert_eq!(Simd::active(), Simd::capped(env.as_deref()));
+        if matches!(env.as_deref(), Some("portable")) {
+            assert_eq!(Simd::active(), Simd::Portable);
+        }
     }
 }

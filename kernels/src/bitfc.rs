@@ -12,7 +12,9 @@
 //! vector AND + ADD per weight with the accumulators in registers. Bits along d_in per
 //! column are exactly what that mask expansion reads, sequentially, and a column's weights
 //! are one contiguous slice (column blocks are the unit of parallelism). That is the
-//! AVX2 / portable path.
+//! AVX2 / portable path, and on aarch64 the NEON path: the same algorithm written with
+//! NEON intrinsics (the 16 accumulators of 4 columns × 64 bytes pinned in registers,
+//! `and` + `add` per vector and weight; no multiplies, so u16, u32 and u64 alike).
 //!
 //! **AVX-512 path.** Lanes run along output columns instead, and the weights become
 //! AVX-512 write masks: the bits are first transposed (64×64 bit-matrix transposes,
@@ -170,9 +172,32 @@ pub fn fc_with<W: Word>(simd: Simd, x: &[W], n: usize, w: &PackedSigns) -> Vec<W
     }
     // Y^T (d_out × n_pad), column groups in parallel.
     let mut yt = vec![W::ZERO; d_out * n_pad];
+    #[cfg(target_arch = "aarch64")]
+    if simd == Simd::Neon {
+        simd.check();
+    }
     let task = |masks: &mut Vec<W>, (g, ytg): (usize, &mut [W])| {
         let c0 = g * CG;
         let ncols = ytg.len() / n_pad;
+        #[cfg(target_arch = "aarch64")]
+        if simd == Simd::Neon {
+            // SAFETY: the CPU supports NEON (checked above); xt is d_in × n_pad, rowsum
+            // n_pad long, ytg ncols × n_pad, the words ncols × wpc, n_pad a multiple
+            // of 512 / BITS words, d_in >= 1.
+            unsafe {
+                neon::group::<W>(
+                    &xt,
+                    n_pad,
+                    d_in,
+                    &w.words[c0 * wpc..(c0 + ncols) * wpc],
+                    wpc,
+                    &rowsum,
+                    ytg,
+                    masks,
+                )
+            };
+            return;
+        }
         fc_group::<W>(
             simd,
             &xt,
@@ -286,8 +311,186 @@ fn fc_cols<W: Word, const NB: usize>(
     }
 }
 
+/// The explicit NEON form of the AVX2 / portable kernel (`fc_cols`): the same layout
+/// (X^T, select masks per 4 output columns, blocks of 64 bytes of rows), with the 16
+/// accumulators (4 columns × 4 vectors of 128 bits) pinned in registers and one `and` +
+/// `add` per vector and weight. No multiplies, so every width (u16, u32, u64) has it.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::CB;
+    use crate::word::Word;
+    use core::arch::aarch64::*;
+
+    macro_rules! group_kernel {
+        ($name:ident, $t:ty, $lanes:expr, $dup:ident, $ld:ident, $ld1r:ident, $st:ident,
+         $and:ident, $add:ident, $sub:ident) => {
+            /// One group of output columns (see `super::fc_group`) for one word width.
+            ///
+            /// # Safety
+            /// NEON available; `d_in >= 1`, `n_pad` a multiple of 4·lanes, `xt.len() ==
+            /// d_in·n_pad`, `rowsum.len() == n_pad`, `ytg.len()` a multiple of `n_pad`
+            /// (ncols columns), `words.len() == ncols·wpc` with `wpc == ceil(d_in / 64)`,
+            /// `masks.len() == d_in·CB`.
+            #[target_feature(enable = "neon")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $name(
+                xt: &[$t],
+                n_pad: usize,
+                d_in: usize,
+                words: &[u64],
+                wpc: usize,
+                rowsum: &[$t],
+                ytg: &mut [$t],
+                masks: &mut [$t],
+            ) {
+                const V: usize = 4; // vectors per block of rows (64 bytes)
+                const NB: usize = V * $lanes;
+                debug_assert_eq!(n_pad % NB, 0);
+                debug_assert_eq!(xt.len(), d_in * n_pad);
+                debug_assert_eq!(masks.len(), d_in * CB);
+                let ncols = ytg.len() / n_pad;
+                let (xp, rp) = (xt.as_ptr(), rowsum.as_ptr());
+                for cb0 in (0..ncols).step_by(CB) {
+                    let nc = CB.min(ncols - cb0);
+                    // Select masks of these columns, laid out [r][cb] (zero past ncols).
+                    for cb in 0..CB {
+                        if cb < nc {
+                            let col = &words[(cb0 + cb) * wpc..(cb0 + cb + 1) * wpc];
+                            for r in 0..d_in {
+                                let bit = (col[r / 64] >> (r % 64)) & 1;
+                                masks[r * CB + cb] = (0 as $t).wrapping_sub(bit as $t);
+                            }
+                        } else {
+                            for r in 0..d_in {
+                                masks[r * CB + cb] = 0;
+                            }
+                        }
+                    }
+                    let mp = masks.as_ptr();
+                    for i0 in (0..n_pad).step_by(NB) {
+                        let mut acc = [[$dup(0); V]; CB];
+                        for r in 0..d_in {
+                            let x = xp.add(r * n_pad + i0);
+                            let xv = [
+                                $ld(x),
+                                $ld(x.add($lanes)),
+                                $ld(x.add(2 * $lanes)),
+                                $ld(x.add(3 * $lanes)),
+                            ];
+                            for (cb, acb) in acc.iter_mut().enumerate() {
+                                let m = $ld1r(mp.add(r * CB + cb));
+                                for q in 0..V {
+                                    acb[q] = $add(acb[q], $and(xv[q], m));
+                                }
+                            }
+                        }
+                        for (cb, a) in acc.iter().enumerate().take(nc) {
+                            let out = ytg.as_mut_ptr().add((cb0 + cb) * n_pad + i0);
+                            for (q, &aq) in a.iter().enumerate() {
+                                let rs = $ld(rp.add(i0 + q * $lanes));
+                                $st(out.add(q * $lanes), $sub($add(aq, aq), rs));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    group_kernel!(
+        group16,
+        u16,
+        8,
+        vdupq_n_u16,
+        vld1q_u16,
+        vld1q_dup_u16,
+        vst1q_u16,
+        vandq_u16,
+        vaddq_u16,
+        vsubq_u16
+    );
+    group_kernel!(
+        group32,
+        u32,
+        4,
+        vdupq_n_u32,
+        vld1q_u32,
+        vld1q_dup_u32,
+        vst1q_u32,
+        vandq_u32,
+        vaddq_u32,
+        vsubq_u32
+    );
+    group_kernel!(
+        group64,
+        u64,
+        2,
+        vdupq_n_u64,
+        vld1q_u64,
+        vld1q_dup_u64,
+        vst1q_u64,
+        vandq_u64,
+        vaddq_u64,
+        vsubq_u64
+    );
+
+    /// Dispatch on the word width (slices reinterpreted, same bits); sizes `masks`.
+    ///
+    /// # Safety
+    /// As the width kernels above (`masks` is resized here).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn group<W: Word>(
+        xt: &[W],
+        n_pad: usize,
+        d_in: usize,
+        words: &[u64],
+        wpc: usize,
+        rowsum: &[W],
+        ytg: &mut [W],
+        masks: &mut Vec<W>,
+    ) {
+        use bytemuck::{cast_slice, cast_slice_mut};
+        masks.clear();
+        masks.resize(d_in * CB, W::ZERO);
+        let m = &mut masks[..];
+        match W::BITS {
+            16 => group16(
+                cast_slice(xt),
+                n_pad,
+                d_in,
+                words,
+                wpc,
+                cast_slice(rowsum),
+                cast_slice_mut(ytg),
+                cast_slice_mut(m),
+            ),
+            32 => group32(
+                cast_slice(xt),
+                n_pad,
+                d_in,
+                words,
+                wpc,
+                cast_slice(rowsum),
+                cast_slice_mut(ytg),
+                cast_slice_mut(m),
+            ),
+            _ => group64(
+                cast_slice(xt),
+                n_pad,
+                d_in,
+                words,
+                wpc,
+                cast_slice(rowsum),
+                cast_slice_mut(ytg),
+                cast_slice_mut(m),
+            ),
+        }
+    }
+}
+
 /// Transposes a 64×64 bit matrix in place: afterwards bit j of `a[i]` is the former bit
 /// i of `a[j]` (LSB-first rows). 6 rounds of 32 masked swaps.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn transpose64(a: &mut [u64; 64]) {
     let mut j = 32usize;
@@ -308,6 +511,7 @@ pub(crate) fn transpose64(a: &mut [u64; 64]) {
 /// The signs by rows: `rb[b·d_in + r]` holds S[r, 64b..64b+64] (bit j: column 64b + j is
 /// +1; columns past d_out are 0). Cost: ceil(d_in/64)·ceil(d_out/64) 64×64 bit
 /// transposes.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn row_bits(w: &PackedSigns) -> Vec<u64> {
     let (d_in, d_out) = (w.d_in, w.d_out);
     let wpc = w.words_per_col();

@@ -503,17 +503,20 @@ impl<W: Word> Expander<W> {
         out: &mut [W],
     ) {
         let m = self.expand_levels(keys, level);
-        let shift = keys[0].cws.len() as u32 - level;
+        // The fused kernel exists on x86_64 only (VAES).
         #[cfg(target_arch = "x86_64")]
-        if keys[0].cw_out.len() == (128 / W::BITS) as usize
-            && Prg::dpf_leaves_dot_ok::<W>(self.be, shift, tab.ky)
         {
-            self.cwl.clear();
-            self.cwl
-                .extend(keys.iter().map(|key| words_block(&key.cw_out)));
-            let nodes = &self.nodes[..m];
-            Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
-            return;
+            let shift = keys[0].cws.len() as u32 - level;
+            if keys[0].cw_out.len() == (128 / W::BITS) as usize
+                && Prg::dpf_leaves_dot_ok::<W>(self.be, shift, tab.ky)
+            {
+                self.cwl.clear();
+                self.cwl
+                    .extend(keys.iter().map(|key| words_block(&key.cw_out)));
+                let nodes = &self.nodes[..m];
+                Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
+                return;
+            }
         }
         self.leaf_words(keys, level, m);
         let span = self.words.len() / keys.len();

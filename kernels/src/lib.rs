@@ -14,16 +14,19 @@
 //! - [`ops`]: the dispatching entry points the protocol calls (same bits on every
 //!   backend).
 //!
-//! Each kernel has three CPU forms: a scalar reference (`*_scalar`: naive loops, the
-//! `Scalar` backend and the test oracle), explicit AVX-512 intrinsics (`#[target_feature]`
-//! functions chosen at run time: matmul micro-tiles, 1-bit FC as masked adds, `vpgather`
-//! lookups, one-hot dot products, and in the DPF fixed-key VAES/AES-NI with fused tree
-//! levels and leaf products, private module `fastaes`), and portable Rust written so the
-//! compiler vectorises it, compiled a second time with AVX2 enabled (`simd_dispatch!`;
-//! on aarch64 the portable code is compiled with NEON, the baseline). `*_with(simd, ..)`
-//! forces a level (tests and benchmarks exercise every level the CPU has). Large inputs
-//! are parallelised with rayon, small ones run sequentially. Shape mismatches are caller
-//! bugs and panic via `assert!`.
+//! Each kernel has these CPU forms: a scalar reference (`*_scalar`: naive loops, the
+//! `Scalar` backend and the test oracle); on x86_64 explicit AVX-512 intrinsics
+//! (`#[target_feature]` functions chosen at run time: matmul micro-tiles, 1-bit FC as
+//! masked adds, `vpgather` lookups, one-hot dot products, and in the DPF fixed-key
+//! VAES/AES-NI with fused tree levels and leaf products, private module `fastaes`); on
+//! aarch64 explicit NEON intrinsics (matmul micro-tiles for u16/u32, the 1-bit FC for
+//! every width, one-hot dot products for u16/u32, and in the DPF fixed-key AES with the
+//! ARMv8 AES instructions, private module `armaes`; the u64 products, the gathers and the
+//! rest stay portable, see [`backend`]); and portable Rust written so the compiler
+//! vectorises it, compiled a second time with AVX2 enabled on x86_64 (`simd_dispatch!`).
+//! `*_with(simd, ..)` forces a level (tests and benchmarks exercise every level the CPU
+//! has). Large inputs are parallelised with rayon, small ones run sequentially. Shape
+//! mismatches are caller bugs and panic via `assert!`.
 
 #![warn(missing_docs)]
 
@@ -59,6 +62,8 @@ macro_rules! simd_dispatch {
     };
 }
 
+#[cfg(target_arch = "aarch64")]
+mod armaes;
 pub mod backend;
 pub mod bitfc;
 pub mod dpf;

@@ -396,7 +396,8 @@ pub(crate) fn reverse_table2_doubled<W: Word>(table: &[W], kx: u32, ky: u32) -> 
 /// [`rotated_dot2`] on the doubled reversal `rev2` of [`reverse_table2_doubled`]:
 /// the same value (wrapping sums are order independent), one contiguous dot product per
 /// table row instead of two. Uses AVX-512 intrinsics when the CPU has them (F, BW, DQ),
-/// else the portable code compiled for AVX2 or baseline.
+/// NEON intrinsics on aarch64 for u16/u32, else the portable code compiled for AVX2 or
+/// baseline.
 #[inline]
 pub(crate) fn rotated_dot2_doubled<W: Word>(
     rev2: &[W],
@@ -428,6 +429,12 @@ pub(crate) fn rotated_dot2_doubled_with<W: Word>(
         simd.check();
         // SAFETY: the CPU supports AVX-512F/BW/DQ (`check` panics otherwise).
         return unsafe { rotated_dot2_doubled_avx512(rev2, kx, ky, x, y, j0, vals) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if simd == Simd::Neon && W::BITS <= 32 {
+        simd.check();
+        // SAFETY: the CPU supports NEON (`check` panics otherwise); W is u16 or u32.
+        return unsafe { rotated_dot2_doubled_neon(rev2, kx, ky, x, y, j0, vals) };
     }
     rotated_dot2_doubled_simd(simd, rev2, kx, ky, x, y, j0, vals)
 }
@@ -463,6 +470,29 @@ unsafe fn rotated_dot2_doubled_avx512<W: Word>(
     rotated_dot2_doubled_body(rev2, kx, ky, x, y, j0, vals, |a, b| {
         // SAFETY: this function's target features are enabled in the caller.
         unsafe { avx512::dot(a, b) }
+    })
+}
+
+/// [`rotated_dot2_doubled`] with NEON dot products (u16, u32; u64 has no NEON lane
+/// multiply and stays portable).
+///
+/// # Safety
+/// The CPU must support NEON; `W` must be u16 or u32.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn rotated_dot2_doubled_neon<W: Word>(
+    rev2: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+    j0: usize,
+    vals: &[W],
+) -> W {
+    rotated_dot2_doubled_body(rev2, kx, ky, x, y, j0, vals, |a, b| {
+        // SAFETY: NEON is enabled in this function (the caller checked the CPU), and the
+        // caller guarantees W is u16 or u32.
+        unsafe { neon::dot(a, b) }
     })
 }
 
@@ -722,6 +752,85 @@ mod avx512 {
             16 => _mm512_add_epi16(a, b),
             32 => _mm512_add_epi32(a, b),
             _ => _mm512_add_epi64(a, b),
+        }
+    }
+}
+
+/// NEON wrapping dot products (u16, u32): four 128-bit accumulators of `mla`, a
+/// horizontal `addv` (modular in the lane width), a scalar tail.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use crate::word::Word;
+    use core::arch::aarch64::*;
+
+    macro_rules! dot_kernel {
+        ($name:ident, $t:ty, $lanes:expr, $dup:ident, $ld:ident, $mla:ident, $add:ident,
+         $addv:ident) => {
+            /// `Σ a[i]·b[i]` mod 2^BITS over the common length.
+            ///
+            /// # Safety
+            /// The CPU must support NEON.
+            #[inline(always)]
+            unsafe fn $name(a: &[$t], b: &[$t]) -> $t {
+                let n = a.len().min(b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [$dup(0); 4];
+                let mut i = 0;
+                while i + 4 * $lanes <= n {
+                    for (u, ac) in acc.iter_mut().enumerate() {
+                        let o = i + u * $lanes;
+                        *ac = $mla(*ac, $ld(pa.add(o)), $ld(pb.add(o)));
+                    }
+                    i += 4 * $lanes;
+                }
+                while i + $lanes <= n {
+                    acc[0] = $mla(acc[0], $ld(pa.add(i)), $ld(pb.add(i)));
+                    i += $lanes;
+                }
+                let mut s = $addv($add($add(acc[0], acc[1]), $add(acc[2], acc[3])));
+                while i < n {
+                    s = s.wrapping_add(a[i].wrapping_mul(b[i]));
+                    i += 1;
+                }
+                s
+            }
+        };
+    }
+
+    dot_kernel!(
+        dot16,
+        u16,
+        8,
+        vdupq_n_u16,
+        vld1q_u16,
+        vmlaq_u16,
+        vaddq_u16,
+        vaddvq_u16
+    );
+    dot_kernel!(
+        dot32,
+        u32,
+        4,
+        vdupq_n_u32,
+        vld1q_u32,
+        vmlaq_u32,
+        vaddq_u32,
+        vaddvq_u32
+    );
+
+    /// `Σ a[i]·b[i]` mod 2^BITS (u16 or u32 words; slices reinterpreted, same bits).
+    ///
+    /// # Safety
+    /// The CPU must support NEON; `W` must be u16 or u32. Precondition:
+    /// `a.len() == b.len()`.
+    #[inline(always)]
+    pub(super) unsafe fn dot<W: Word>(a: &[W], b: &[W]) -> W {
+        debug_assert_eq!(a.len(), b.len());
+        use bytemuck::cast_slice;
+        match W::BITS {
+            16 => W::from_u64(dot16(cast_slice(a), cast_slice(b)) as u64),
+            32 => W::from_u64(dot32(cast_slice(a), cast_slice(b)) as u64),
+            _ => unreachable!("lut: no NEON dot for {}-bit words", W::BITS),
         }
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! Layout follows the GotoBLAS scheme: B is packed into KC×NR column panels and A into
 //! MR×KC row panels, so the micro-kernel streams two contiguous buffers and keeps an MR×NR
-//! accumulator tile in registers. Three micro-kernels, chosen by [`Simd`]:
+//! accumulator tile in registers. Four micro-kernels, chosen by [`Simd`]:
 //!
 //! - **AVX-512** (explicit intrinsics): MR = 8 rows × NR = two 512-bit vectors (64 u16,
 //!   32 u32 or 16 u64 columns), 16 accumulator registers; per k step two vector loads of
 //!   B, eight broadcasts of A and 16 `vpmullw/vpmulld/vpmullq` + `vpadd`. On Zen 4 the
 //!   multiplier (one 512-bit `vpmulld` per cycle) is the limit.
+//! - **NEON** (explicit intrinsics, aarch64, u16 and u32): MR = 8 rows × NR = three
+//!   128-bit vectors (24 u16 or 12 u32 columns), 24 accumulator registers; per k step
+//!   three vector loads of B, one (u16) or two (u32) vector loads holding the 8 A values,
+//!   and 24 `mla` by element. u64 runs the portable kernel at this level: NEON has no
+//!   64-bit lane multiply.
 //! - **AVX2 / portable**: the same source compiled with or without AVX2, MR = 4 and
 //!   NR = 32 u16, 16 u32 or 4 u64 columns (64-bit products have no AVX2 instruction, and
 //!   a narrower tile leaves registers for their emulation); LLVM's SLP vectoriser turns
@@ -307,10 +312,23 @@ const MR: usize = 4;
 /// Rows per micro-tile of the AVX-512 kernels.
 const MR512: usize = 8;
 
+/// Rows per micro-tile of the NEON kernels.
+const MR_NEON: usize = 8;
+
+/// Whether the explicit NEON micro-kernel runs for this level and word width (u16 and
+/// u32 only: NEON has no 64-bit lane multiply, u64 stays on the portable kernel).
+#[inline]
+fn neon_tiles<W: Word>(simd: Simd) -> bool {
+    simd == Simd::Neon && cfg!(target_arch = "aarch64") && W::BITS <= 32
+}
+
 /// (rows, columns) of the micro-tile of a SIMD level (see the module docs).
 fn geometry<W: Word>(simd: Simd) -> (usize, usize) {
     if simd == Simd::Avx512 && cfg!(target_arch = "x86_64") {
         return (MR512, 2 * 512 / W::BITS as usize);
+    }
+    if neon_tiles::<W>(simd) {
+        return (MR_NEON, 3 * 128 / W::BITS as usize);
     }
     (MR, nr_of::<W>())
 }
@@ -434,6 +452,14 @@ fn block_kernel<W: Word>(
         // SAFETY: the CPU supports AVX-512F/BW/DQ (`check` panics otherwise); the panels
         // were packed with this level's geometry.
         unsafe { avx512::tiles::<W>(ap, bp, cblk, n, jc, ncb, kc, mcb) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if neon_tiles::<W>(simd) {
+        simd.check();
+        // SAFETY: the CPU supports NEON (`check` panics otherwise); W is u16 or u32
+        // (`neon_tiles`) and the panels were packed with this level's geometry.
+        unsafe { neon::tiles::<W>(ap, bp, cblk, n, jc, ncb, kc, mcb) };
         return;
     }
     block_kernel_simd::<W>(simd, ap, bp, cblk, n, jc, ncb, kc, mcb)
@@ -682,6 +708,203 @@ mod avx512 {
                 kc,
                 mcb,
             ),
+        }
+    }
+}
+
+/// The NEON micro-kernels (u16, u32): MR_NEON = 8 rows × 3 vectors (24 u16 or 12 u32
+/// columns), 24 accumulator registers; per k step three vector loads of B, one (u16) or
+/// two (u32) vector loads of the 8 A values, and 24 `mla` by element.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::MR_NEON;
+    use crate::word::Word;
+    use core::arch::aarch64::*;
+
+    /// Adds the MR_NEON × NR tile `acc` (rows of 3 vectors) to C rows `r0 ..` and columns
+    /// `j0 ..`, only the first `h` rows and `w` columns (the rest is padding).
+    macro_rules! store_tile {
+        ($t:ty, $lanes:expr, $ld:ident, $st:ident, $add:ident, $acc:ident, $cblk:ident,
+         $n:ident, $r0:ident, $j0:ident, $h:ident, $w:ident) => {{
+            const NR: usize = 3 * $lanes;
+            if $h == MR_NEON && $w == NR {
+                for (i, row) in $acc.iter().enumerate() {
+                    let c = $cblk.as_mut_ptr().add(($r0 + i) * $n + $j0);
+                    for (v, &a) in row.iter().enumerate() {
+                        let cv = c.add(v * $lanes);
+                        $st(cv, $add($ld(cv), a));
+                    }
+                }
+            } else {
+                let mut t = [[0 as $t; NR]; MR_NEON];
+                for (trow, row) in t.iter_mut().zip(&$acc) {
+                    for (v, &a) in row.iter().enumerate() {
+                        $st(trow.as_mut_ptr().add(v * $lanes), a);
+                    }
+                }
+                for (i, trow) in t.iter().enumerate().take($h) {
+                    let crow = &mut $cblk[($r0 + i) * $n + $j0..][..$w];
+                    for (cv, &tv) in crow.iter_mut().zip(trow) {
+                        *cv = cv.wrapping_add(tv);
+                    }
+                }
+            }
+        }};
+    }
+
+    /// Every micro-tile of a row block against a packed B block (see `super::tiles`),
+    /// u16: 8 rows × 24 columns.
+    ///
+    /// # Safety
+    /// NEON must be available; panels packed with MR_NEON rows and 24 columns
+    /// (`ap.len()` a multiple of `kc·8`, `bp.len()` of `kc·24`), `cblk` holds `mcb` rows
+    /// of `n` words and `jc + ncb <= n`.
+    #[target_feature(enable = "neon")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles16(
+        ap: &[u16],
+        bp: &[u16],
+        cblk: &mut [u16],
+        n: usize,
+        jc: usize,
+        ncb: usize,
+        kc: usize,
+        mcb: usize,
+    ) {
+        const NR: usize = 24;
+        for (p, bpanel) in bp.chunks_exact(kc * NR).enumerate() {
+            let j0 = jc + p * NR;
+            let w = NR.min(jc + ncb - j0);
+            for (q, apanel) in ap.chunks_exact(kc * MR_NEON).enumerate() {
+                let r0 = q * MR_NEON;
+                let h = MR_NEON.min(mcb - r0);
+                let mut acc = [[vdupq_n_u16(0); 3]; MR_NEON];
+                let (pa, pb) = (apanel.as_ptr(), bpanel.as_ptr());
+                for kk in 0..kc {
+                    let b = [
+                        vld1q_u16(pb.add(kk * NR)),
+                        vld1q_u16(pb.add(kk * NR + 8)),
+                        vld1q_u16(pb.add(kk * NR + 16)),
+                    ];
+                    // The 8 A values of this k, one per row, in one register.
+                    let a = vld1q_u16(pa.add(kk * MR_NEON));
+                    macro_rules! row {
+                        ($i:literal) => {
+                            for v in 0..3 {
+                                acc[$i][v] = vmlaq_laneq_u16::<$i>(acc[$i][v], b[v], a);
+                            }
+                        };
+                    }
+                    row!(0);
+                    row!(1);
+                    row!(2);
+                    row!(3);
+                    row!(4);
+                    row!(5);
+                    row!(6);
+                    row!(7);
+                }
+                store_tile!(u16, 8, vld1q_u16, vst1q_u16, vaddq_u16, acc, cblk, n, r0, j0, h, w);
+            }
+        }
+    }
+
+    /// As [`tiles16`] for u32: 8 rows × 12 columns.
+    ///
+    /// # Safety
+    /// As [`tiles16`], with 12-column B panels.
+    #[target_feature(enable = "neon")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles32(
+        ap: &[u32],
+        bp: &[u32],
+        cblk: &mut [u32],
+        n: usize,
+        jc: usize,
+        ncb: usize,
+        kc: usize,
+        mcb: usize,
+    ) {
+        const NR: usize = 12;
+        for (p, bpanel) in bp.chunks_exact(kc * NR).enumerate() {
+            let j0 = jc + p * NR;
+            let w = NR.min(jc + ncb - j0);
+            for (q, apanel) in ap.chunks_exact(kc * MR_NEON).enumerate() {
+                let r0 = q * MR_NEON;
+                let h = MR_NEON.min(mcb - r0);
+                let mut acc = [[vdupq_n_u32(0); 3]; MR_NEON];
+                let (pa, pb) = (apanel.as_ptr(), bpanel.as_ptr());
+                for kk in 0..kc {
+                    let b = [
+                        vld1q_u32(pb.add(kk * NR)),
+                        vld1q_u32(pb.add(kk * NR + 4)),
+                        vld1q_u32(pb.add(kk * NR + 8)),
+                    ];
+                    // The 8 A values of this k: rows 0..4 and 4..8.
+                    let a = [
+                        vld1q_u32(pa.add(kk * MR_NEON)),
+                        vld1q_u32(pa.add(kk * MR_NEON + 4)),
+                    ];
+                    macro_rules! row {
+                        ($i:literal, $half:literal, $lane:literal) => {
+                            for v in 0..3 {
+                                acc[$i][v] = vmlaq_laneq_u32::<$lane>(acc[$i][v], b[v], a[$half]);
+                            }
+                        };
+                    }
+                    row!(0, 0, 0);
+                    row!(1, 0, 1);
+                    row!(2, 0, 2);
+                    row!(3, 0, 3);
+                    row!(4, 1, 0);
+                    row!(5, 1, 1);
+                    row!(6, 1, 2);
+                    row!(7, 1, 3);
+                }
+                store_tile!(u32, 4, vld1q_u32, vst1q_u32, vaddq_u32, acc, cblk, n, r0, j0, h, w);
+            }
+        }
+    }
+
+    /// Dispatch on the word width (the slices are reinterpreted, same bits).
+    ///
+    /// # Safety
+    /// NEON must be available; `W` is u16 or u32; panels packed with this level's
+    /// geometry (`super::geometry`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tiles<W: Word>(
+        ap: &[W],
+        bp: &[W],
+        cblk: &mut [W],
+        n: usize,
+        jc: usize,
+        ncb: usize,
+        kc: usize,
+        mcb: usize,
+    ) {
+        use bytemuck::{cast_slice, cast_slice_mut};
+        match W::BITS {
+            16 => tiles16(
+                cast_slice(ap),
+                cast_slice(bp),
+                cast_slice_mut(cblk),
+                n,
+                jc,
+                ncb,
+                kc,
+                mcb,
+            ),
+            32 => tiles32(
+                cast_slice(ap),
+                cast_slice(bp),
+                cast_slice_mut(cblk),
+                n,
+                jc,
+                ncb,
+                kc,
+                mcb,
+            ),
+            _ => unreachable!("matmul: no NEON kernel for {}-bit words", W::BITS),
         }
     }
 }

@@ -11,13 +11,16 @@
 //! many independent blocks at a time. Security rests on AES as a (fixed-key) random
 //! permutation, the usual assumption of fixed-key DPF implementations.
 //!
-//! **Implementations.** The fixed-key AES runs on one of three backends, chosen once per
+//! **Implementations.** The fixed-key AES runs on one of four backends, chosen once per
 //! process (see [`Prg::fixed`]): VAES on 512-bit registers (4 blocks per instruction, 32
 //! blocks in flight; x86_64 with VAES and AVX-512), AES-NI intrinsics (8 blocks in flight),
-//! or the `aes` crate (portable fallback, any target). They compute the same bits; the
-//! DPF's tree-level and leaf-conversion steps are fused kernels (AES, feed-forward XOR,
-//! control-bit correction and word-wise output correction in one pass; module
-//! `fastaes`), and the tests compare every backend against the portable one.
+//! the ARMv8 AES instructions (`aese`/`aesmc`, 8 blocks in flight; aarch64 with the AES
+//! extension), or the `aes` crate (portable fallback, any target). They compute the same
+//! bits; the DPF's tree-level and leaf-conversion steps are fused kernels (AES,
+//! feed-forward XOR, control-bit correction and word-wise output correction in one pass;
+//! modules `fastaes` and `armaes`), and the tests compare every backend against the
+//! portable one and against known answers. The fused leaf-conversion-and-dot kernel is
+//! VAES only; elsewhere the evaluators convert the leaves and then run the dot product.
 //!
 //! **Seed expansion.** [`expand_seed`] is AES-128 in counter mode keyed by the 16-byte seed:
 //! block i = AES_seed(i as 128-bit little-endian), words taken little-endian. It is
@@ -43,11 +46,17 @@ const FIXED_KEYS: [u128; 3] = [
 const BATCH: usize = 64;
 
 /// How the fixed-key AES of the DPF is computed. All backends give the same bits; they
-/// are ordered by speed, and a backend is only used if the CPU supports it.
+/// are ordered slowest first within a CPU family (`Armv8` is aarch64 only, `AesNi` and
+/// `Vaes512` x86_64 only, so they never compete), and a backend is only used if the CPU
+/// supports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AesImpl {
-    /// The `aes` crate (itself AES-NI when available), any target.
+    /// The `aes` crate, any target (AES-NI inside on x86_64; on aarch64 its software
+    /// implementation, as the crate's ARMv8 code needs the `aes_armv8` cfg flag).
     Portable,
+    /// ARMv8 Cryptography Extension intrinsics (`aese`/`aesmc`), 8 blocks in flight
+    /// (aarch64 with the AES instructions).
+    Armv8,
     /// AES-NI intrinsics, 8 blocks in flight (x86_64 with AES-NI).
     AesNi,
     /// VAES on 512-bit registers, 32 blocks in flight (x86_64 with VAES + AVX-512F/BW/DQ).
@@ -70,7 +79,34 @@ impl AesImpl {
                 return AesImpl::AesNi;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon")
+                && std::arch::is_aarch64_feature_detected!("aes")
+            {
+                return AesImpl::Armv8;
+            }
+        }
         AesImpl::Portable
+    }
+
+    /// Whether a CPU whose fastest backend is `hw` runs this one.
+    fn runs_on(self, hw: AesImpl) -> bool {
+        match self {
+            AesImpl::Portable => true,
+            AesImpl::Armv8 => hw == AesImpl::Armv8,
+            AesImpl::AesNi | AesImpl::Vaes512 => hw >= AesImpl::AesNi && self <= hw,
+        }
+    }
+
+    /// The lower-case name, as run reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AesImpl::Portable => "aes-crate",
+            AesImpl::Armv8 => "armv8-aes",
+            AesImpl::AesNi => "aes-ni",
+            AesImpl::Vaes512 => "vaes-avx512",
+        }
     }
 }
 
@@ -88,17 +124,19 @@ pub struct Prg {
 
 impl Prg {
     /// The process-wide PRG under the fixed public keys (key schedules computed once).
-    /// The AES implementation is chosen once per process: VAES + AVX-512, else AES-NI
-    /// intrinsics, else the `aes` crate; the environment variable `KERNELS_AES`
-    /// (`portable`, `aesni`, `vaes`) can force a slower one (never a faster one than the
-    /// CPU supports). All choices give bit-identical results. Cost: one atomic load
-    /// after the first call.
+    /// The AES implementation is chosen once per process: on x86_64 VAES + AVX-512, else
+    /// AES-NI intrinsics; on aarch64 the ARMv8 AES instructions; else the `aes` crate.
+    /// The environment variable `KERNELS_AES` (`portable`, `armv8`, `aesni`, `vaes`) caps
+    /// it (the best supported backend not above the cap; never a faster one than the CPU
+    /// supports, and another family's name leaves the `aes` crate). All choices give
+    /// bit-identical results. Cost: one atomic load after the first call.
     pub fn fixed() -> &'static Prg {
         static PRG: OnceLock<Prg> = OnceLock::new();
         PRG.get_or_init(|| {
             let hw = AesImpl::detect();
             let cap = match std::env::var("KERNELS_AES").as_deref() {
                 Ok("portable") => AesImpl::Portable,
+                Ok("armv8") => AesImpl::Armv8,
                 Ok("aesni") => AesImpl::AesNi,
                 _ => AesImpl::Vaes512,
             };
@@ -111,11 +149,29 @@ impl Prg {
                     *r = unsafe { crate::fastaes::expand_key(key) };
                 }
             }
+            #[cfg(target_arch = "aarch64")]
+            if hw == AesImpl::Armv8 {
+                for (r, &key) in rk.iter_mut().zip(&FIXED_KEYS) {
+                    // SAFETY: the CPU supports NEON and the AES instructions (detected
+                    // above).
+                    *r = unsafe { crate::armaes::expand_key(key) };
+                }
+            }
+            let best = [
+                AesImpl::Portable,
+                AesImpl::Armv8,
+                AesImpl::AesNi,
+                AesImpl::Vaes512,
+            ]
+            .into_iter()
+            .filter(|&b| b.runs_on(hw) && b <= cap)
+            .max()
+            .unwrap_or(AesImpl::Portable);
             Prg {
                 k: FIXED_KEYS.map(|key| Aes128::new(&key.to_le_bytes().into())),
                 rk,
                 hw,
-                best: hw.min(cap),
+                best,
             }
         })
     }
@@ -129,17 +185,25 @@ impl Prg {
     /// Every backend this CPU supports, slowest first (for tests and benchmarks).
     #[allow(dead_code)]
     pub(crate) fn backends(&self) -> Vec<AesImpl> {
-        [AesImpl::Portable, AesImpl::AesNi, AesImpl::Vaes512]
-            .into_iter()
-            .filter(|&b| b <= self.hw)
-            .collect()
+        [
+            AesImpl::Portable,
+            AesImpl::Armv8,
+            AesImpl::AesNi,
+            AesImpl::Vaes512,
+        ]
+        .into_iter()
+        .filter(|&b| b.runs_on(self.hw))
+        .collect()
     }
 
     /// Panics unless the CPU supports `be` (so the intrinsics paths are only reached on
     /// CPUs that have the instructions).
     #[inline]
     fn check(&self, be: AesImpl) {
-        assert!(be <= self.hw, "prg: AES backend {be:?} not supported here");
+        assert!(
+            be.runs_on(self.hw),
+            "prg: AES backend {be:?} not supported here"
+        );
     }
 
     /// `blocks[i] = AES_k(blocks[i])` in place under fixed key `which` (0, 1, 2): the raw
@@ -161,6 +225,10 @@ impl Prg {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `check` verified that the CPU supports AES-NI.
             AesImpl::AesNi => unsafe { crate::fastaes::encrypt_ni(rk, blocks) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `check` verified that the CPU supports NEON and the AES
+            // instructions.
+            AesImpl::Armv8 => unsafe { crate::armaes::encrypt(rk, blocks) },
             _ => {
                 let _ = rk;
                 encrypt_in_place(&self.k[which], blocks)
@@ -204,6 +272,11 @@ impl Prg {
             // SAFETY: `check` verified the CPU features; lengths checked above.
             AesImpl::AesNi => unsafe {
                 crate::fastaes::level_ni(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            AesImpl::Armv8 => unsafe {
+                crate::armaes::level(&self.rk[0], &self.rk[1], nodes, next, cl, cr, shift)
             },
             _ => {
                 let mut l = [0u128; BATCH];
@@ -325,6 +398,9 @@ impl Prg {
             AesImpl::AesNi => unsafe {
                 crate::fastaes::leaves_ni(&self.rk[2], nodes, cw, shift, out)
             },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `check` verified the CPU features; lengths checked above.
+            AesImpl::Armv8 => unsafe { crate::armaes::leaves(&self.rk[2], nodes, cw, shift, out) },
             _ => {
                 let mut c = [0u128; BATCH];
                 let mut a = [0u128; BATCH];
@@ -531,6 +607,39 @@ mod tests {
             0xc5, 0x5a,
         ];
         assert_eq!(v[0].to_le_bytes(), want);
+    }
+
+    /// The three fixed-key permutations on one block, against values computed
+    /// independently (OpenSSL through Python's `cryptography`), through every backend this
+    /// CPU has and every tail length of their pipelines: the PRG is the same function on
+    /// every platform, so keys dealt on one evaluate identically on another.
+    #[test]
+    fn fixed_keys_known_answers_every_backend() {
+        let s: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        let want: [u128; 3] = [
+            0x60bc_59b9_9b11_df86_0c0d_ad36_428a_7c12,
+            0xb216_6c35_008b_db84_a2e3_5d22_c145_4453,
+            0x4184_7ac3_162e_0590_526c_d67b_14b8_c32f,
+        ];
+        let prg = Prg::fixed();
+        let backends = prg.backends();
+        assert_eq!(backends[0], AesImpl::Portable);
+        assert!(backends.contains(&prg.backend()));
+        // One family per CPU.
+        assert!(!(backends.contains(&AesImpl::Armv8) && backends.contains(&AesImpl::AesNi)));
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("aes") {
+            assert!(backends.contains(&AesImpl::Armv8), "{backends:?}");
+        }
+        for be in backends {
+            for (which, &w) in want.iter().enumerate() {
+                for len in [1usize, 7, 8, 9, 33, 37] {
+                    let mut v = vec![s; len];
+                    prg.encrypt_with(be, which, &mut v);
+                    assert!(v.iter().all(|&x| x == w), "{be:?} key {which} len {len}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -75,6 +75,107 @@ fn matmul_all_levels<W: Word>(seed: u64) {
     }
 }
 
+/// Shapes around the register tiles of every level (4 × 16/32, 8 × 12/24 for NEON,
+/// 8 × 2 vectors for AVX-512) and the depth block (256), each large enough
+/// (m·k·n >= 2^15) to take the packed micro-kernels rather than the small-product loop,
+/// with edge values.
+fn matmul_tile_edges<W: Word>(seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rows = [1usize, 3, 4, 5, 7, 8, 9, 15, 17];
+    let cols = [1usize, 2, 5, 11, 12, 13, 23, 24, 25, 31, 33, 47];
+    for &m in &rows {
+        for &n in &cols {
+            let k_min = (1usize << 15).div_ceil(m * n);
+            for k in [k_min, k_min.max(257) + rng.gen_range(0..5)] {
+                if m * k * n > 1 << 19 {
+                    continue;
+                }
+                let a = rand_words::<W>(&mut rng, m * k);
+                let b = rand_words::<W>(&mut rng, k * n);
+                let want = matmul::matmul_scalar(&a, &b, m, k, n);
+                for s in Simd::supported() {
+                    assert_eq!(
+                        matmul::matmul_with(s, &a, &b, m, k, n),
+                        want,
+                        "{s:?} {m}x{k}x{n} u{}",
+                        W::BITS
+                    );
+                }
+            }
+        }
+    }
+    // All MAX: every term is 1, so each entry is k mod 2^BITS.
+    let (m, k, n) = (9, 300, 25);
+    let a = vec![W::ZERO.wsub(W::ONE); m * k];
+    let b = vec![W::ZERO.wsub(W::ONE); k * n];
+    for s in Simd::supported() {
+        assert_eq!(
+            matmul::matmul_with(s, &a, &b, m, k, n),
+            vec![W::from_u64(k as u64); m * n],
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn matmul_tile_edges_u16() {
+    matmul_tile_edges::<u16>(4);
+}
+#[test]
+fn matmul_tile_edges_u32() {
+    matmul_tile_edges::<u32>(5);
+}
+#[test]
+fn matmul_tile_edges_u64() {
+    matmul_tile_edges::<u64>(6);
+}
+
+/// One-hot dot products whose lengths are not multiples of the vector widths (the
+/// 2-D split gives row segments of 1 .. 2^ky words), every level.
+fn onehot_odd_lengths<W: Word>(seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for k in 0..=10u32 {
+        let n = 13;
+        let table = rand_words::<W>(&mut rng, 1 << k);
+        let idx: Vec<u32> = (0..n).map(|_| rng.gen_range(0..1u32 << k)).collect();
+        let u = rand_words::<W>(&mut rng, n << k);
+        let want = lut::onehot_dot_scalar(&table, k, &idx, &u);
+        for s in Simd::supported() {
+            assert_eq!(
+                lut::onehot_dot_with(s, &table, k, &idx, &u),
+                want,
+                "{s:?} k={k} u{}",
+                W::BITS
+            );
+        }
+    }
+}
+
+#[test]
+fn onehot_odd_lengths_all_widths() {
+    onehot_odd_lengths::<u16>(7);
+    onehot_odd_lengths::<u32>(8);
+    onehot_odd_lengths::<u64>(9);
+}
+
+/// The SIMD levels this CPU reports: the portable code always, NEON on aarch64, never
+/// NEON and AVX together, and the names run reports print.
+#[test]
+fn simd_levels_of_this_cpu() {
+    let s = Simd::supported();
+    assert_eq!(s[0], Simd::Portable);
+    assert_eq!(Simd::Portable.name(), "portable");
+    assert_eq!(Simd::Neon.name(), "neon");
+    assert!(!(s.contains(&Simd::Neon) && s.contains(&Simd::Avx2)));
+    if cfg!(target_arch = "aarch64") {
+        assert_eq!(s, vec![Simd::Portable, Simd::Neon]);
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert!(!s.contains(&Simd::Neon));
+    }
+    assert!(backend::describe_cpu().contains(Simd::active().name()));
+}
+
 #[test]
 fn matmul_levels_u16() {
     matmul_all_levels::<u16>(1);
