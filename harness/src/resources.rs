@@ -215,15 +215,19 @@ pub fn estimate(
 const CRYPTEN_COEFFS: [f64; 6] = [592.081, 1013.961, 2137.553, 13.634, 593.302, -60783.0];
 const CRYPTEN_PER_LAYER_WEIGHT: f64 = 7.968;
 const CRYPTEN_PER_POOLER_WEIGHT: f64 = 12.609;
-/// Peak resident bytes per byte of the baseline's material in one process: P0 expands
-/// the same amount of shares from its seed, so both copies and the dealer's buffer
-/// coexist. Measured (VmHWM, in memory): bert-tiny 2 layers seq 96: 358 MB (estimate
-/// 432 MB); MiniLM 2 layers seq 64: 810 MB (970 MB); MiniLM 6 layers seq 128: 5.52 GB
-/// (5.69 GB).
-const CRYPTEN_PEAK_PER_MATERIAL: f64 = 2.4;
-/// The same with `--spill`: MiniLM 6 layers seq 128: 1.10 GB (1.23 GB); bert-base 12
-/// layers seq 128: 3.6 GB (3.7 GB).
-const CRYPTEN_SPILLED_PER_MATERIAL: f64 = 0.4;
+/// Peak resident bytes per byte of the baseline's material in one process (P0 expands
+/// shares as large as P1's material from its seed, and the dealer's buffer is live too),
+/// on top of [`CRYPTEN_BYTES_PER_PARAM`] per parameter. Fitted to VmHWM of in-memory runs
+/// (estimate in brackets): bert-base 12 layers seq 32 5.55 GB (5.91 GB), seq 64 8.48 GB
+/// (8.65 GB), seq 128 15.98 GB (16.37 GB); MiniLM 6 layers seq 128 5.52 GB (5.22 GB);
+/// small runs are overestimated (MiniLM 2 layers seq 64: 0.81 GB (1.14 GB)).
+const CRYPTEN_PEAK_PER_MATERIAL: f64 = 2.1;
+/// The same with `--spill`: MiniLM 6 layers seq 128: 1.10 GB (1.12 GB); bert-base 12
+/// layers seq 128: 3.6 GB (3.96 GB).
+const CRYPTEN_SPILLED_PER_MATERIAL: f64 = 0.25;
+/// Resident bytes per model parameter in a baseline run: the float weights, their
+/// fixed-point encodings and shares, and the references' copies.
+const CRYPTEN_BYTES_PER_PARAM: f64 = 20.0;
 
 /// Estimates the resources of a run of the CrypTen-style baseline (`--protocol
 /// crypten`): all its dealer material goes to P1 (P0's shares come from its seed, but P0
@@ -244,7 +248,7 @@ pub fn estimate_crypten(cfg: &BertConfig, layers: usize, seq: usize, batch: usiz
         + CRYPTEN_PER_POOLER_WEIGHT * h * h * pooler;
     let m1 = (b * per_seq + weights + k[5]).max(0.0);
     let params = cfg.param_count_checked().unwrap_or(usize::MAX) as f64;
-    let base = BASE_BYTES + BYTES_PER_PARAM * params;
+    let base = BASE_BYTES + CRYPTEN_BYTES_PER_PARAM * params;
     let act = 3.0 * 8.0 * 8.0 * b * s * (f + heads * s);
     let per_layer = if layers > 0 { m1 / l } else { 0.0 };
     let peak = CRYPTEN_PEAK_PER_MATERIAL * m1 + base + act;
