@@ -20,6 +20,7 @@ import argparse
 import math
 import multiprocessing as mp
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -107,7 +108,16 @@ def main():
                  for r in range(2)]
         for p in procs:
             p.start()
-        res = sorted(q.get() for _ in procs)
+        res = []
+        while len(res) < len(procs):  # do not wait forever on a party that died
+            try:
+                res.append(q.get(timeout=5))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    for p in procs:
+                        p.kill()
+                    sys.exit("a party died: " + ", ".join(str(p.exitcode) for p in procs))
+        res.sort(key=lambda r: r[0])
         for p in procs:
             p.join()
             if p.exitcode != 0:

@@ -27,13 +27,20 @@ crypten() {
     "$v/bin/pip" install -q --upgrade pip
     "$v/bin/pip" install -q "torch==2.1.2" "torchvision==0.16.2" "numpy<2"
     "$v/bin/pip" install -q --no-deps "crypten==0.4.1"
-    "$v/bin/pip" install -q "omegaconf>=2.0.6" "onnx>=1.7.0" "pandas>=1.2.2" "pyyaml>=5.3.1" \
-        tensorboard future "scipy>=1.6.0" scikit-learn
+    # "numpy<2" again here: without it pip upgrades numpy to 2.x for the newest pandas /
+    # scikit-learn / onnx / ml-dtypes, and torch 2.1.2 (built against numpy 1.x) then fails
+    # with "Numpy is not available" (found on the first run, 2026-11-24); ml-dtypes 0.5.x is the
+    # line that both numpy 1.26 and the newest onnx (float4_e2m1fn) accept
+    "$v/bin/pip" install -q "numpy<2" "omegaconf>=2.0.6" "onnx>=1.7.0" "pandas>=1.2.2" "pyyaml>=5.3.1" \
+        tensorboard future "scipy>=1.6.0" scikit-learn "ml-dtypes>=0.5,<0.6"
     "$v/bin/python" - <<'PY'
 import crypten, crypten.mpc, torch
 crypten.init()
 x = crypten.cryptensor(torch.tensor([1.5, -2.0]))
 assert torch.allclose(x.get_plain_text(), torch.tensor([1.5, -2.0]), atol=1e-3)
+import numpy as np
+assert np.__version__.startswith("1."), np.__version__
+torch.from_numpy(np.zeros(2, np.float32))  # torch 2.1.2 needs numpy 1.x
 print("crypten", crypten.__version__ if hasattr(crypten, "__version__") else "0.4.1", "torch", torch.__version__, "ok")
 PY
 }

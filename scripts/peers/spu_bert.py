@@ -21,19 +21,16 @@ usage: spu_bert.py [--seq 128] [--what layer|model|both] [--protocols semi2k,che
 
 import argparse
 import math
-import multiprocessing as mp
 import os
+import pickle
 import re
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers_common as pc  # noqa: E402
-
-# set in the parent before forking: the parties inherit them
-JOB = {}
-
 
 def jax_forward(seq, layers, whole):
     import jax
@@ -80,25 +77,34 @@ def wchar():
     return None
 
 
-def party(rank, q):
+def party(rank, job, port):
+    """One party, in a fresh interpreter (`spu_bert.py --party RANK --job DIR`): forking the
+    parent after JAX has compiled deadlocks (JAX is multithreaded), so the parent writes
+    the config, the executable and each party's input shares to DIR and starts the parties
+    with subprocess; each writes back its time, socket writes and output shares."""
+    import pickle
     from spu import libspu
     from spu import api as spu_api
 
-    log = JOB["logs"][rank]
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    with open(os.path.join(job, "job.pkl"), "rb") as f:
+        j = pickle.load(f)
     desc = libspu.link.Desc()
     desc.recv_timeout_ms = 4 * 3600 * 1000
     desc.http_max_payload_size = 32 * 1024 * 1024
     for r in range(2):
-        desc.add_party(f"p{r}", f"127.0.0.1:{JOB['port'] + r}")
+        desc.add_party(f"p{r}", f"127.0.0.1:{port + r}")
     lctx = libspu.link.create_brpc(desc, rank)
-    cfg = libspu.RuntimeConfig(JOB["config"])
+    cfg = libspu.RuntimeConfig()
+    cfg.ParseFromString(j["config"])
     rt = spu_api.Runtime(lctx, cfg)
-    exe = JOB["exe"]
-    for name, shares in zip(exe.input_names, JOB["shares"]):
-        rt.set_var(name, shares[rank])
+    exe = libspu.Executable()
+    exe.ParseFromString(j["exe"])
+    for name, (meta, chunks) in zip(exe.input_names, j["shares"][rank]):
+        sh = libspu.Share()
+        sh.meta = meta
+        sh.share_chunks = chunks
+        rt.set_var(name, sh)
+    del j
     lctx.barrier()
     w0 = wchar()
     t0 = time.perf_counter()
@@ -107,14 +113,16 @@ def party(rank, q):
     w1 = wchar()
     outs = []
     for n in exe.output_names:
-        s = rt.get_var(n)
-        outs.append((s.meta, list(s.share_chunks)))
+        sh = rt.get_var(n)
+        outs.append((sh.meta, list(sh.share_chunks)))
     lctx.barrier()
-    q.put((rank, dt, None if w0 is None else w1 - w0, outs))
+    with open(os.path.join(job, f"out{rank}.pkl"), "wb") as f:
+        pickle.dump((rank, dt, None if w0 is None else w1 - w0, outs), f)
     sys.stdout.flush()
+    sys.stderr.flush()
 
 
-LINK_RE = re.compile(r"send bytes\s*[:=]?\s*(\d+).*?send actions\s*[:=]?\s*(\d+)", re.S)
+LINK_RE = re.compile(r"Link details: total send bytes\s*[:=]?\s*(\d+).*?send actions\s*[:=]?\s*(\d+)", re.S)
 
 
 def link_stats(log):
@@ -131,7 +139,11 @@ def main():
     ap = pc.common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     ap.add_argument("--protocols", default="semi2k,cheetah")
     ap.add_argument("--port", type=int, default=61900)
+    ap.add_argument("--party", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--job", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.party is not None:
+        return party(a.party, a.job, a.port)
     import numpy as np
     from spu import libspu
     from spu import api as spu_api
@@ -160,18 +172,29 @@ def main():
             shares = [io.make_shares(np.asarray(v), libspu.Visibility.VIS_SECRET, o)
                       for v, o in zip(flat, owners)]
             tmp = tempfile.mkdtemp(prefix="spu-bert-")
-            JOB.update(config=cfg, exe=exe, shares=shares, port=a.port,
-                       logs=[os.path.join(tmp, f"p{r}.log") for r in range(2)])
-            ctx = mp.get_context("fork")
-            q = ctx.Queue()
-            procs = [ctx.Process(target=party, args=(r, q)) for r in range(2)]
+            logs = [os.path.join(tmp, f"p{r}.log") for r in range(2)]
+            with open(os.path.join(tmp, "job.pkl"), "wb") as f:
+                pickle.dump({"config": cfg.SerializeToString(),
+                             "exe": exe.SerializeToString(),
+                             "shares": [[(sh[r].meta, list(sh[r].share_chunks)) for sh in shares]
+                                        for r in range(2)]}, f)
+            del shares
+            procs = []
+            for r in range(2):
+                lf = open(logs[r], "w")
+                procs.append(subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), "--party", str(r),
+                     "--job", tmp, "--port", str(a.port)], stdout=lf, stderr=subprocess.STDOUT))
             for p in procs:
-                p.start()
-            res = sorted((q.get() for _ in procs), key=lambda r: r[0])
-            for p in procs:
-                p.join()
-                if p.exitcode != 0:
-                    sys.exit(f"party exited with {p.exitcode}; logs in {tmp}")
+                p.wait()
+                if p.returncode != 0:
+                    for o in procs:
+                        o.kill()
+                    sys.exit(f"party exited with {p.returncode}; logs in {tmp}")
+            res = []
+            for r in range(2):
+                with open(os.path.join(tmp, f"out{r}.pkl"), "rb") as f:
+                    res.append(pickle.load(f))
             share_objs = []
             for _, _, _, outs in res:
                 meta, chunks = outs[0]
@@ -183,7 +206,7 @@ def main():
             ref = pc.forward_np(x, ws, head, whole)
             err = abs(np.asarray(y) - ref).max()
             online = max(r[1] for r in res)
-            stats = [link_stats(l) for l in JOB["logs"]]
+            stats = [link_stats(l) for l in logs]
             if all(stats):
                 b0, b1 = stats[0][0], stats[1][0]
                 rounds = max(s[1] for s in stats)
