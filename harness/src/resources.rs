@@ -158,6 +158,54 @@ pub fn check_shape(cfg: &BertConfig, layers: usize, seq: usize, batch: usize) ->
     Ok(())
 }
 
+/// The shape figures of a run both estimates are written in (module docs): layers,
+/// tokens, batch, hidden, FFN width and heads as floats, 1 for a CLS pooler, the model's
+/// parameter count, and the token activations of every layer (three parties, 64-bit ring
+/// words, several live).
+struct Dims {
+    l: f64,
+    s: f64,
+    b: f64,
+    h: f64,
+    f: f64,
+    heads: f64,
+    pooler: f64,
+    params: f64,
+    act: f64,
+}
+
+impl Dims {
+    fn new(cfg: &BertConfig, layers: usize, seq: usize, batch: usize) -> Self {
+        let (s, b) = (seq as f64, batch as f64);
+        let (f, heads) = (cfg.ffn as f64, cfg.heads as f64);
+        Dims {
+            l: layers as f64,
+            s,
+            b,
+            h: cfg.hidden as f64,
+            f,
+            heads,
+            pooler: if cfg.pooling == crate::model::Pooling::Cls {
+                1.0
+            } else {
+                0.0
+            },
+            params: cfg.param_count_checked().unwrap_or(usize::MAX) as f64,
+            act: 3.0 * 8.0 * 8.0 * b * s * (f + heads * s),
+        }
+    }
+
+    /// Material per sequence of the coefficients `[a, b, g, c, e, k]`, without `k`.
+    fn per_seq(&self, k: &[f64; 6]) -> f64 {
+        let Dims {
+            l, s, h, f, heads, ..
+        } = *self;
+        l * (k[0] * s * (h + f) + k[1] * heads * s * s + k[2] * heads * s)
+            + k[3] * s * h
+            + k[4] * h * self.pooler
+    }
+}
+
 /// Estimates the resources of a run of `layers` layers of a model shaped `cfg` on
 /// `batch` sequences of `seq` tokens. The shape must pass [`check_shape`] (then no
 /// arithmetic overflows). Does not communicate; O(1).
@@ -170,25 +218,11 @@ pub fn estimate(
     lut: LutMode,
 ) -> Estimate {
     let c = coeffs(quant.a_bits, lut);
-    let (l, s, b) = (layers as f64, seq as f64, batch as f64);
-    let (h, f, heads) = (cfg.hidden as f64, cfg.ffn as f64, cfg.heads as f64);
-    let pooler = if cfg.pooling == crate::model::Pooling::Cls {
-        1.0
-    } else {
-        0.0
-    };
-    let material = |k: &[f64; 6]| -> f64 {
-        let per_seq = l * (k[0] * s * (h + f) + k[1] * heads * s * s + k[2] * heads * s)
-            + k[3] * s * h
-            + k[4] * h * pooler
-            + k[5];
-        (b * per_seq).max(0.0)
-    };
+    let d = Dims::new(cfg, layers, seq, batch);
+    let material = |k: &[f64; 6]| -> f64 { (d.b * (d.per_seq(k) + k[5])).max(0.0) };
     let (m0, m1) = (material(&c.p0), material(&c.p1));
-    let params = cfg.param_count_checked().unwrap_or(usize::MAX) as f64;
-    let base = BASE_BYTES + BYTES_PER_PARAM * params;
-    // Token activations of every layer (three parties, 64-bit ring words, several live).
-    let act = 3.0 * 8.0 * 8.0 * b * s * (f + heads * s);
+    let (l, act) = (d.l, d.act);
+    let base = BASE_BYTES + BYTES_PER_PARAM * d.params;
     let per_layer = if layers > 0 { (m0 + m1) / l } else { 0.0 };
     Estimate {
         dealer_p0: m0 as u64,
@@ -234,22 +268,12 @@ const CRYPTEN_BYTES_PER_PARAM: f64 = 20.0;
 /// holds them as well). Same shape conditions as [`estimate`]. Does not communicate; O(1).
 pub fn estimate_crypten(cfg: &BertConfig, layers: usize, seq: usize, batch: usize) -> Estimate {
     let k = &CRYPTEN_COEFFS;
-    let (l, s, b) = (layers as f64, seq as f64, batch as f64);
-    let (h, f, heads) = (cfg.hidden as f64, cfg.ffn as f64, cfg.heads as f64);
-    let pooler = if cfg.pooling == crate::model::Pooling::Cls {
-        1.0
-    } else {
-        0.0
-    };
-    let per_seq = l * (k[0] * s * (h + f) + k[1] * heads * s * s + k[2] * heads * s)
-        + k[3] * s * h
-        + k[4] * h * pooler;
+    let d = Dims::new(cfg, layers, seq, batch);
+    let (l, h, f, act) = (d.l, d.h, d.f, d.act);
     let weights = l * CRYPTEN_PER_LAYER_WEIGHT * (4.0 * h * h + 2.0 * h * f)
-        + CRYPTEN_PER_POOLER_WEIGHT * h * h * pooler;
-    let m1 = (b * per_seq + weights + k[5]).max(0.0);
-    let params = cfg.param_count_checked().unwrap_or(usize::MAX) as f64;
-    let base = BASE_BYTES + CRYPTEN_BYTES_PER_PARAM * params;
-    let act = 3.0 * 8.0 * 8.0 * b * s * (f + heads * s);
+        + CRYPTEN_PER_POOLER_WEIGHT * h * h * d.pooler;
+    let m1 = (d.b * d.per_seq(k) + weights + k[5]).max(0.0);
+    let base = BASE_BYTES + CRYPTEN_BYTES_PER_PARAM * d.params;
     let per_layer = if layers > 0 { m1 / l } else { 0.0 };
     let peak = CRYPTEN_PEAK_PER_MATERIAL * m1 + base + act;
     Estimate {

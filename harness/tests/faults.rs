@@ -194,15 +194,7 @@ fn run(faulty: PartyId, fault: Option<Fault>, wire: Option<Wire>, tls: bool) -> 
     std::fs::create_dir_all(&dir).unwrap();
     let spec = spec();
     let prep = prep();
-    let secs: Vec<Security> = if tls {
-        TlsSetup::ephemeral()
-            .unwrap()
-            .into_iter()
-            .map(|s| Security::Tls(Arc::new(s)))
-            .collect()
-    } else {
-        vec![Security::Insecure; 3]
-    };
+    let secs = securities(tls);
     let l0 = Listener::bind("127.0.0.1:0").unwrap();
     let l1 = Listener::bind("127.0.0.1:0").unwrap();
     let a0 = l0.local_addr().unwrap();
@@ -265,6 +257,20 @@ fn run(faulty: PartyId, fault: Option<Fault>, wire: Option<Wire>, tls: bool) -> 
         seen,
         proxied: proxied.load(Ordering::Relaxed),
         dir,
+    }
+}
+
+/// The three parties' link security, in the order P0, P1, D: fresh TLS material each
+/// pinning the others, or plain TCP.
+fn securities(tls: bool) -> Vec<Security> {
+    if tls {
+        TlsSetup::ephemeral()
+            .unwrap()
+            .into_iter()
+            .map(|s| Security::Tls(Arc::new(s)))
+            .collect()
+    } else {
+        vec![Security::Insecure; 3]
     }
 }
 
@@ -430,15 +436,7 @@ fn run_specs_over(
     tls: bool,
 ) -> Vec<(PartyId, Result<harness::report::RunReport, String>)> {
     let preps: Vec<Prepared> = specs.iter().map(|s| prepare(s).unwrap()).collect();
-    let secs: Vec<Security> = if tls {
-        TlsSetup::ephemeral()
-            .unwrap()
-            .into_iter()
-            .map(|s| Security::Tls(Arc::new(s)))
-            .collect()
-    } else {
-        vec![Security::Insecure; 3]
-    };
+    let secs = securities(tls);
     let l0 = Listener::bind("127.0.0.1:0").unwrap();
     let l1 = Listener::bind("127.0.0.1:0").unwrap();
     let a0 = l0.local_addr().unwrap().to_string();
