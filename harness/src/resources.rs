@@ -495,17 +495,22 @@ mod tests {
         QuantConfig::parse(s).unwrap()
     }
 
-    #[test]
-    fn bert_base_material_matches_the_measured_run() {
-        // README / results/runs.csv: bert-base w1a4 seq 128, 2188.2 / 2715.8 MB.
-        let e = estimate(
+    /// The README's run: bert-base, 12 layers, seq 128, w1a4, auto tables.
+    fn bert_base_w1a4() -> Estimate {
+        estimate(
             &BertConfig::bert_base(),
             12,
             128,
             1,
             &q("w1a4"),
             LutMode::Auto,
-        );
+        )
+    }
+
+    #[test]
+    fn bert_base_material_matches_the_measured_run() {
+        // README / results/runs.csv: bert-base w1a4 seq 128, 2188.2 / 2715.8 MB.
+        let e = bert_base_w1a4();
         let rel = |est: u64, meas: f64| (est as f64 - meas).abs() / meas;
         assert!(rel(e.dealer_p0, 2188.226e6) < 0.01, "{e}");
         assert!(rel(e.dealer_p1, 2715.799e6) < 0.01, "{e}");
@@ -529,7 +534,7 @@ mod tests {
             assert_eq!(e.dealer_p0, 0);
         }
         // our protocol's estimate for the same shape is another (4.9 GB, not 6.7)
-        let ours = estimate(&base, 12, 128, 1, &q("w1a4"), LutMode::Auto);
+        let ours = bert_base_w1a4();
         let theirs = estimate_crypten(&base, 12, 128, 1);
         assert!(theirs.dealer_total() > ours.dealer_total() + 1_000_000_000);
         // docs/crypten-baseline.md: 3.6 GB peak with --spill
@@ -542,14 +547,7 @@ mod tests {
 
     #[test]
     fn a_party_needs_disk_for_its_own_material_only() {
-        let e = estimate(
-            &BertConfig::bert_base(),
-            12,
-            128,
-            1,
-            &q("w1a4"),
-            LutMode::Auto,
-        );
+        let e = bert_base_w1a4();
         // room for P1's material but not for both parties'
         let limits = Limits {
             memory: 64_000_000_000,
@@ -619,14 +617,7 @@ mod tests {
 
     #[test]
     fn refusal_names_the_estimate_and_the_limit() {
-        let e = estimate(
-            &BertConfig::bert_base(),
-            12,
-            128,
-            1,
-            &q("w1a4"),
-            LutMode::Auto,
-        );
+        let e = bert_base_w1a4();
         let small = Limits {
             memory: 2_000_000_000,
             disk: Some(1_000_000_000),
