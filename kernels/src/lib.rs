@@ -7,6 +7,8 @@
 //! - [`prg`]: fixed-key AES PRG for the DPF tree and AES-CTR seed expansion.
 //! - [`dpf`]: BGI distributed point functions with Z/2^l outputs and a fused
 //!   expand-and-dot evaluation (the batched LUT kernel of DPF mode).
+//! - [`dcf`]: distributed comparison functions (Boyle et al., Eurocrypt 2021) with Z/2^l
+//!   outputs, batched level-synchronous generation and evaluation.
 //! - [`gpu`]: the same kernels as WGSL compute shaders through `wgpu` (bit-identical).
 //!
 //! - [`backend`]: the backend choice (`Auto`, `Cpu`, `Gpu`, `Scalar`), the CPU SIMD
@@ -66,6 +68,7 @@ macro_rules! simd_dispatch {
 mod armaes;
 pub mod backend;
 pub mod bitfc;
+pub mod dcf;
 pub mod dpf;
 #[cfg(target_arch = "x86_64")]
 mod fastaes;

@@ -2,10 +2,11 @@
 //! by [`crate::backend`] (scalar reference, CPU SIMD in the kernels' rayon pool, or GPU
 //! with a CPU fallback). All backends return the same bits; the functions here have the
 //! semantics (and panics) of the CPU functions of the same name in [`crate::matmul`],
-//! [`crate::bitfc`], [`crate::lut`] and [`crate::dpf`].
+//! [`crate::bitfc`], [`crate::lut`], [`crate::dpf`] and [`crate::dcf`].
 
 use crate::backend::{backend, pool, Backend, COUNTERS, GPU_MIN_WORK};
 use crate::bitfc::{self, PackedSigns};
+use crate::dcf::{self, DcfKey};
 use crate::dpf::{self, DpfKey};
 use crate::lut;
 use crate::matmul;
@@ -247,6 +248,23 @@ pub fn dpf_gen_batch<W: Word>(
     seed: [u8; 32],
 ) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
     pool().install(|| dpf::gen_batch(k, alphas, beta, seed))
+}
+
+/// Dealer key generation for many comparisons; see [`dcf::gen_batch`]. Always the CPU
+/// code (the same deterministic keys whatever the backend), in the kernels' pool.
+pub fn dcf_gen_batch<W: Word>(
+    n: u32,
+    alphas: &[u64],
+    beta: W,
+    seed: [u8; 32],
+) -> (Vec<DcfKey<W>>, Vec<DcfKey<W>>) {
+    pool().install(|| dcf::gen_batch(n, alphas, beta, seed))
+}
+
+/// Batched DCF evaluation; see [`dcf::eval_batch`]. Always the CPU code (no GPU path),
+/// in the kernels' pool.
+pub fn dcf_eval_batch<W: Word>(keys: &[DcfKey<W>], xs: &[u64]) -> Vec<W> {
+    pool().install(|| dcf::eval_batch(keys, xs))
 }
 
 /// What the GPU side of this process can do (for reports).
