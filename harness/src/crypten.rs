@@ -310,6 +310,7 @@ pub fn run_crypten_on<'a>(
         transport: spec.transport,
         seeds,
         lut_mode: spec.lut_mode,
+        truncation: protocol::Truncation::Stochastic,
         spill: spec.spill.clone(),
     };
     let model = Arc::new(PrivateModel::default());
@@ -339,7 +340,7 @@ pub fn run_crypten_on<'a>(
     r.verified = Some(r.max_abs_err_vs_float <= FLOAT_TOLERANCE);
     if spec.verify {
         // the same fixed-point algorithm on the values (exact products and truncations)
-        let (plain, _) = session::run_plain(model, None, &prog)?;
+        let (plain, _) = session::run_plain(model, None, protocol::Truncation::Stochastic, &prog)?;
         let plain = plain.context("plaintext reference gave no output")?;
         r.logits_plain = dec(&plain);
         let e = max_err(&r.logits, &r.logits_plain);

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use protocol::net::{LinkConfig, NetProfile};
 use protocol::seed::DealerSeeds;
 use protocol::session::{self, LocalConfig, LocalTransport};
-use protocol::{LutMode, PrivateModel};
+use protocol::{LutMode, PrivateModel, Truncation};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -95,6 +95,9 @@ pub struct Pipeline<'w> {
     pub weights: &'w BertWeights,
     pub quant: QuantConfig,
     pub scales: Scales,
+    /// The secure runs' truncation; with [`Truncation::Exact`] the plaintext model rounds
+    /// deterministically to nearest, as the secure run then does.
+    pub truncation: Truncation,
 }
 
 /// What one secure inference gave.
@@ -120,7 +123,23 @@ impl<'w> Pipeline<'w> {
             weights,
             quant,
             scales,
+            truncation: Truncation::Stochastic,
         })
+    }
+
+    /// The same pipeline with secure runs (and the plaintext model) in truncation `t`.
+    pub fn with_truncation(mut self, t: Truncation) -> Self {
+        self.truncation = t;
+        self
+    }
+
+    /// The config's name in tables and head files: the quantization, "+exact" for exact
+    /// truncation (a different plaintext model: deterministic rounding).
+    pub fn label(&self) -> String {
+        match self.truncation {
+            Truncation::Exact => format!("{}+exact", self.quant),
+            Truncation::Stochastic => self.quant.to_string(),
+        }
     }
 
     fn consts(&self, seq: usize) -> Consts {
@@ -160,7 +179,8 @@ impl<'w> Pipeline<'w> {
 
     /// The plaintext quantized model's head outputs for each sequence, in parallel;
     /// sequences of one length share one private model. Rounding is the protocol's:
-    /// stochastic, with carries from a fixed seed per sequence (index in `seqs`).
+    /// stochastic, with carries from a fixed seed per sequence (index in `seqs`), or with
+    /// exact truncation, to nearest.
     pub fn plain(
         &self,
         seqs: &[&[u32]],
@@ -188,7 +208,8 @@ impl<'w> Pipeline<'w> {
                     // run's arithmetic; deterministic flooring would bias every
                     // requantization by half a step
                     let carries = Self::plain_seeds(i).mask;
-                    let (y, _) = session::run_plain(model.clone(), Some(carries), &prog)?;
+                    let (y, _) =
+                        session::run_plain(model.clone(), Some(carries), self.truncation, &prog)?;
                     let y = y.context("plaintext run gave no output")?;
                     tick(1);
                     Ok((i, y.iter().map(|&v| v as f64 / scale).collect()))
@@ -236,11 +257,12 @@ impl<'w> Pipeline<'w> {
             transport: LocalTransport::Mem,
             seeds: seeds.clone(),
             lut_mode: LutMode::Auto,
+            truncation: self.truncation,
             spill: None,
         };
         let res = session::run_local(&cfg, model.clone(), &prog)?;
         let y = res.p1.output.clone().context("P1 received no output")?;
-        let (same, _) = session::run_plain(model, Some(seeds.mask), &prog)?;
+        let (same, _) = session::run_plain(model, Some(seeds.mask), self.truncation, &prog)?;
         let accts = [&res.p0.acct, &res.p1.acct, &res.dealer.acct];
         let r = RunReport::from_accounting(&accts, res.rounds());
         let scale = 2f64.powi(c.fl as i32);
@@ -293,6 +315,7 @@ pub struct EvalOptions {
     /// Use only the first N snippets of each split (quick runs; None: all).
     pub max_snippets: Option<usize>,
     pub net: NetProfile,
+    pub truncation: Truncation,
 }
 
 /// One line of the accuracy table.
@@ -422,7 +445,8 @@ pub fn evaluate(
         .collect();
     let float_lin = float_head.to_linear();
     for q in &o.quants {
-        let pipe = Pipeline::new(weights, q.clone(), &calib)?;
+        let pipe = Pipeline::new(weights, q.clone(), &calib)?.with_truncation(o.truncation);
+        let q = pipe.label();
         say(&format!(
             "{q}: plaintext quantized embeddings of the training split"
         ));
@@ -581,13 +605,13 @@ pub fn head_for(
     let h = pipe.weights.config.hidden;
     let path = assets
         .heads_dir()
-        .join(format!("minilm-{}.json", pipe.quant));
+        .join(format!("minilm-{}.json", pipe.label()));
     if path.is_file() {
         return Head::load(&path, h);
     }
     say(&format!(
         "no head for {} yet: training one on its embeddings of the training split (once; saved to {})",
-        pipe.quant,
+        pipe.label(),
         path.display()
     ));
     let data = load_data(assets, None)?;
@@ -595,7 +619,7 @@ pub fn head_for(
     let head = train_head(
         &feats,
         &labels(&data.train),
-        &format!("minilm-l6 mean-pooled, {}", pipe.quant),
+        &format!("minilm-l6 mean-pooled, {}", pipe.label()),
     )?;
     head.save(&path)?;
     Ok(head)
@@ -606,12 +630,14 @@ pub fn classify(
     assets: &crate::assets::Assets,
     q: &QuantConfig,
     net: &NetProfile,
+    truncation: Truncation,
     texts: &[String],
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Classified>> {
     let weights = assets.minilm()?;
     let tok = assets.tokenizer()?;
-    let pipe = Pipeline::new(&weights, q.clone(), &calibration_set(assets)?)?;
+    let pipe =
+        Pipeline::new(&weights, q.clone(), &calibration_set(assets)?)?.with_truncation(truncation);
     let head = head_for(assets, &pipe, say)?.to_linear();
     let mut out = vec![];
     for text in texts {

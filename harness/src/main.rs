@@ -7,7 +7,7 @@ use harness::run::{ModelSource, RunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::net::NetProfile;
 use protocol::session::LocalTransport;
-use protocol::{LutMode, Role};
+use protocol::{LutMode, Role, Truncation};
 use std::path::PathBuf;
 
 mod kernels_cmd;
@@ -76,6 +76,9 @@ struct EvalArgs {
     /// Test snippets that get a secure run (with --secure)
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// Truncation of the secure runs: stochastic | exact (see `harness bert --help`)
+    #[arg(long, value_enum, default_value = "stochastic")]
+    truncation: TruncArg,
     /// Use only the first N snippets of each split (quick checks; default: all)
     #[arg(long)]
     max_snippets: Option<usize>,
@@ -101,6 +104,9 @@ struct ClassifyArgs {
     /// Quantization config of the server's model (see `harness eval`)
     #[arg(long, default_value = "w8a8")]
     quant: String,
+    /// Truncation of the secure runs: stochastic | exact (see `harness bert --help`)
+    #[arg(long, value_enum, default_value = "stochastic")]
+    truncation: TruncArg,
     /// Network emulated: lan | wan | none | BW,RTT
     #[arg(long, default_value = "lan")]
     net: String,
@@ -124,6 +130,25 @@ enum ProtocolArg {
     Qbert,
     /// The CrypTen-style baseline (docs/crypten-baseline.md); --quant and --tables are ignored
     Crypten,
+}
+
+/// How a table drops the bits below its window (PROTOCOL.md block 3).
+#[derive(Clone, Copy, ValueEnum, Debug)]
+pub(crate) enum TruncArg {
+    /// Free: unbiased stochastic rounding from the masks' carries, no message
+    Stochastic,
+    /// Exact floor: a comparison (DCF) per lookup and one more flight per table layer; the
+    /// secure output then equals the plaintext quantized model with deterministic rounding
+    Exact,
+}
+
+impl TruncArg {
+    pub(crate) fn mode(self) -> Truncation {
+        match self {
+            TruncArg::Stochastic => Truncation::Stochastic,
+            TruncArg::Exact => Truncation::Exact,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -174,6 +199,10 @@ struct BertArgs {
     /// How tables are dealt: auto picks the smaller material per table
     #[arg(long, value_enum, default_value = "auto")]
     tables: LutArg,
+    /// stochastic (free, the default) | exact (one more flight per table layer; equals the
+    /// plaintext quantized model with deterministic rounding)
+    #[arg(long, value_enum, default_value = "stochastic")]
+    truncation: TruncArg,
     /// Compare with the plaintext quantized and float models (on by default)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     verify: bool,
@@ -275,6 +304,7 @@ fn spec_of(a: &BertArgs) -> Result<RunSpec> {
             LutArg::Dpf => LutMode::Dpf,
             LutArg::Rotated => LutMode::Rotated,
         },
+        truncation: a.truncation.mode(),
         model_seed: a.model_seed,
         input_seed: a.input_seed,
         dealer_seed: a.seed,
@@ -392,6 +422,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         secure: a.secure.then_some(a.limit),
         max_snippets: a.max_snippets,
         net,
+        truncation: a.truncation.mode(),
     };
     let t = std::time::Instant::now();
     let say = |m: &str| eprintln!("[{:>6.1}s] {m}", t.elapsed().as_secs_f64());
@@ -409,7 +440,10 @@ fn classify(a: &ClassifyArgs) -> Result<()> {
     let quant = QuantConfig::parse(&a.quant).map_err(anyhow::Error::msg)?;
     let net = NetProfile::parse(&a.net).with_context(|| format!("--net {}", a.net))?;
     let assets = harness::assets::Assets::find(a.assets.as_deref())?;
-    let results = harness::eval::classify(&assets, &quant, &net, &a.text, &|m| eprintln!("{m}"))?;
+    let results =
+        harness::eval::classify(&assets, &quant, &net, a.truncation.mode(), &a.text, &|m| {
+            eprintln!("{m}")
+        })?;
     for r in &results {
         println!(
             "{:<8} p={:.3}  online {:.3} s, {:.1} MB  {}  {}",

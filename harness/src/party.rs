@@ -152,6 +152,7 @@ pub fn run_on_links(
         }
     };
     e.set_lut_mode(spec.lut_mode);
+    e.set_truncation(spec.truncation);
     if let (Some(dir), PartyId::P0 | PartyId::P1) = (&spec.spill, me) {
         e.spill_to(dir, spec.session)?;
     }
@@ -205,7 +206,12 @@ pub fn run_on_links(
         // test mode: the dealer's seed was shared, so P1 can rerun the plaintext model
         // with the dealer's masks (the same derivation as the dealer's, session mixed in)
         let seeds = dealer_seeds(spec);
-        let (same, _) = protocol::session::run_plain(prep.model.clone(), Some(seeds.mask), &prog)?;
+        let (same, _) = protocol::session::run_plain(
+            prep.model.clone(),
+            Some(seeds.mask),
+            spec.truncation,
+            &prog,
+        )?;
         report.verified = Some(same.as_ref() == Some(&logits));
     }
     if let (Some(path), false) = (json, report.verified == Some(false)) {

@@ -5,7 +5,7 @@ use crate::quant::{name, Consts, LN_WINDOWS};
 use protocol::account::NO_LAYER;
 use protocol::session::Program;
 use protocol::tensor::Move;
-use protocol::{Additive, Engine, Masked, OpKind, Result, Reveal, Role, Table};
+use protocol::{Additive, Engine, Masked, OpKind, Result, Reveal, Role, Table, Window};
 
 /// The public shapes of a run.
 #[derive(Clone, Debug)]
@@ -141,8 +141,10 @@ impl BertProgram<'_> {
         let x = e.scale_private(&ym, &format!("{ln}.gx"))?;
         let x = e.add_private(&x, &format!("{ln}.bx"))?;
         let xm = e.open(&x, Reveal::Both)?;
-        let xa = e.lut(&xm, c.w_lnx(), &t.req32)?;
-        let yr = e.trunc_ext::<u64, u64>(&ym, c.w_yres(), 1)?;
+        // both tables' inputs at once (with exact truncation: one flight for the two)
+        let ins = e.table_inputs(&[(&xm, c.w_lnx()), (&ym, c.w_yres())])?;
+        let xa = e.lut(&ins[0].0, ins[0].1, &t.req32)?;
+        let yr = e.trunc_ext::<u64, u64>(&ins[1].0, ins[1].1, 1)?;
         let pa = e.open_start(&xa, Reveal::P0)?;
         let pr = e.open_start(&yr, Reveal::P0)?;
         let (xa, yrm) = (e.open_finish(pa)?, e.open_finish(pr)?);
@@ -193,9 +195,11 @@ impl BertProgram<'_> {
             heads: s.heads,
         };
         e.at(ly, OpKind::Requant);
-        let q = e.lut(zq, wq, &st.req)?;
-        let k = e.lut(zk, wq, &st.req)?;
-        let v = e.lut(zv, wq, &t.req32)?;
+        let ins = e.table_inputs(&[(zq, wq), (zk, wq), (zv, wq)])?;
+        let q = e.lut(&ins[0].0, ins[0].1, &st.req)?;
+        let k = e.lut(&ins[1].0, ins[1].1, &st.req)?;
+        let v = e.lut(&ins[2].0, ins[2].1, &t.req32)?;
+        drop(ins);
         let pq = e.open_start(&q, Reveal::Both)?;
         let pk = e.open_start(&k, Reveal::Both)?;
         let pv = e.open_start(&v, Reveal::Both)?;
@@ -222,18 +226,26 @@ impl BertProgram<'_> {
         // ln E over 16-bit windows of E (it spans n .. n e^sat), each higher one selected
         // by a 0/1 table on its own index: L = L_0 + sum_i b_i (L_i - L_(i-1)), which
         // telescopes to the highest selected window (selection is monotone in i)
+        // (every table before the first opening starts: a table's own exchange, with exact
+        // truncation, must not overtake an opening in flight)
+        let wins: Vec<(&Masked<u64>, Window)> = (0..LN_WINDOWS).map(|i| (&em, c.w_ln(i))).collect();
+        let ems = e.table_inputs(&wins)?;
         let mut ls = Vec::with_capacity(LN_WINDOWS);
-        let mut pend = Vec::with_capacity(2 * LN_WINDOWS);
-        for i in 0..LN_WINDOWS {
-            ls.push(e.lut(&em, c.w_ln(i), &st.ln[i])?);
+        let mut bs = Vec::with_capacity(LN_WINDOWS);
+        for (i, (m, w)) in ems.iter().enumerate() {
+            ls.push(e.lut(m, *w, &st.ln[i])?);
             if i > 0 {
-                let b = e.lut(&em, c.w_ln(i), &st.ln_sel)?;
-                let diff = e.sub(&ls[i], &ls[i - 1])?;
-                pend.push((
-                    e.open_start(&b, Reveal::Both)?,
-                    e.open_start(&diff, Reveal::Both)?,
-                ));
+                bs.push(e.lut(m, *w, &st.ln_sel)?);
             }
+        }
+        drop(ems);
+        let mut pend = Vec::with_capacity(2 * LN_WINDOWS);
+        for (i, b) in bs.iter().enumerate() {
+            let diff = e.sub(&ls[i + 1], &ls[i])?;
+            pend.push((
+                e.open_start(b, Reveal::Both)?,
+                e.open_start(&diff, Reveal::Both)?,
+            ));
         }
         let mut lse = ls.swap_remove(0);
         for (pb, pd) in pend {

@@ -72,6 +72,8 @@ pub struct RunReport {
     pub net: String,
     pub transport: String,
     pub lut_mode: String,
+    /// stochastic | exact (how tables drop the bits below their window).
+    pub truncation: String,
     pub backend: String,
     pub online_s: f64,
     pub offline_s: f64,
@@ -167,7 +169,7 @@ impl RunReport {
             self.layers,
             self.net,
             self.transport_shown(),
-            self.lut_mode,
+            self.tables_shown(),
             self.backend
         );
         s += &format!(
@@ -240,6 +242,15 @@ impl RunReport {
         s
     }
     /// This run as one row of `results/runs.csv`.
+    /// The table mode, with "+exact" for exact truncation (the CSV keeps its columns: a
+    /// run with exact truncation is told apart in `lut_mode`).
+    pub fn tables_shown(&self) -> String {
+        match self.truncation.as_str() {
+            "exact" => format!("{}+exact", self.lut_mode),
+            _ => self.lut_mode.clone(),
+        }
+    }
+
     pub fn csv_row(&self) -> CsvRow {
         let mb = |b: u64| (b as f64 / 1e6 * 1e3).round() / 1e3;
         CsvRow {
@@ -251,7 +262,7 @@ impl RunReport {
             layers: self.layers,
             net: self.net.clone(),
             transport: self.transport.clone(),
-            lut_mode: self.lut_mode.clone(),
+            lut_mode: self.tables_shown(),
             backend: self.backend.clone(),
             online_s: self.online_s,
             offline_s: self.offline_s,

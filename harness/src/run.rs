@@ -11,7 +11,7 @@ use protocol::handshake::{Handshake, WithHandshake};
 use protocol::net::{LinkConfig, NetProfile};
 use protocol::seed::DealerSeeds;
 use protocol::session::{self, LocalConfig, LocalRun, LocalTransport};
-use protocol::{LutMode, PrivateModel};
+use protocol::{LutMode, PrivateModel, Truncation};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +62,7 @@ pub struct RunSpec {
     pub transport: LocalTransport,
     pub verify: bool,
     pub lut_mode: LutMode,
+    pub truncation: Truncation,
     /// Seeds: model weights (random models), the client's tokens, the dealer.
     pub model_seed: u64,
     pub input_seed: u64,
@@ -89,6 +90,7 @@ impl Default for RunSpec {
             transport: LocalTransport::Mem,
             verify: true,
             lut_mode: LutMode::Auto,
+            truncation: Truncation::Stochastic,
             model_seed: 1,
             input_seed: 2,
             dealer_seed: None,
@@ -286,6 +288,7 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
         transport: spec.transport,
         seeds: seeds.clone(),
         lut_mode: spec.lut_mode,
+        truncation: spec.truncation,
         spill: spec.spill.clone(),
     };
     let t = Instant::now();
@@ -295,7 +298,7 @@ pub fn run<'a>(spec: &RunSpec, progress: Option<&'a Progress<'a>>) -> Result<Run
     let mut report = report_of(spec, &prep, &res, logits);
     report.wall_s = wall.as_secs_f64();
     if spec.verify {
-        verify(&mut report, &prep, &prog, &seeds)?;
+        verify(&mut report, &prep, &prog, &seeds, spec.truncation)?;
     }
     Ok(report)
 }
@@ -327,6 +330,10 @@ pub fn hello_of(spec: &RunSpec, prep: &Prepared) -> Handshake {
         .field("model shapes", shape_name)
         .field("quantization", &spec.quant)
         .field("table mode", format!("{:?}", spec.lut_mode).to_lowercase())
+        .field(
+            "truncation",
+            format!("{:?}", spec.truncation).to_lowercase(),
+        )
         .field("layers", sh.layers)
         .field("hidden size", sh.hidden)
         .field("heads", sh.heads)
@@ -352,10 +359,14 @@ pub fn verify(
     prep: &Prepared,
     prog: &BertProgram,
     seeds: &DealerSeeds,
+    truncation: Truncation,
 ) -> Result<()> {
-    let (same, stats) = session::run_plain(prep.model.clone(), Some(seeds.mask), prog)?;
+    let (same, stats) = session::run_plain(prep.model.clone(), Some(seeds.mask), truncation, prog)?;
     let same = same.context("plaintext reference gave no output")?;
-    let (det, _) = session::run_plain(prep.model.clone(), None, prog)?;
+    // without the dealer's carries: floor (stochastic truncation's deterministic
+    // counterpart) or, with exact truncation, round to nearest, which the secure run must
+    // then equal bit for bit whatever the dealer's masks
+    let (det, _) = session::run_plain(prep.model.clone(), None, truncation, prog)?;
     let det = det.context("plaintext reference gave no output")?;
     let scale = 2f64.powi(prep.consts.fl as i32);
     report.verified = Some(same == report.logits_int);
@@ -397,6 +408,7 @@ pub fn report_of(
     r.net = spec.net.name.clone();
     r.transport = transport_label(spec.transport).into();
     r.lut_mode = format!("{:?}", spec.lut_mode).to_lowercase();
+    r.truncation = format!("{:?}", spec.truncation).to_lowercase();
     r.online_s = res.online_time().as_secs_f64();
     r.offline_s = res.offline_time().as_secs_f64();
     r.register_s = res.p0.register_time.max(res.p1.register_time).as_secs_f64();

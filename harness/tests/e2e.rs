@@ -6,7 +6,7 @@ use harness::quant::QuantConfig;
 use harness::run::{run, ModelSource, RunSpec};
 use protocol::net::NetProfile;
 use protocol::session::LocalTransport;
-use protocol::LutMode;
+use protocol::{LutMode, Truncation};
 
 fn tiny(layers: usize, quant: &str) -> RunSpec {
     RunSpec {
@@ -193,4 +193,34 @@ fn asymmetric_activations_use_their_zero_points() {
     std::fs::remove_file(&path).ok();
     let mean = errs.iter().sum::<f64>() / errs.len() as f64;
     assert!(mean < 0.105, "mean error vs float {mean} ({errs:?})");
+}
+
+/// Exact truncation: the output is the plaintext quantized model with deterministic
+/// rounding to nearest, bit for bit, whatever the dealer's seed; it costs flights.
+#[test]
+fn exact_truncation_is_seed_independent_and_deterministic() {
+    for q in ["w1a4", "w8a8"] {
+        let mut s = tiny(2, q);
+        let stoch = check(&s);
+        s.truncation = Truncation::Exact;
+        let a = check(&s);
+        assert_eq!(
+            a.max_abs_err_vs_plain,
+            Some(0.0),
+            "{q}: exact != deterministic"
+        );
+        s.dealer_seed = Some(12);
+        let b = check(&s);
+        assert_eq!(
+            a.logits, b.logits,
+            "{q}: the output depends on the dealer's seed"
+        );
+        assert!(
+            a.rounds > stoch.rounds,
+            "{q}: {} vs {} rounds",
+            a.rounds,
+            stoch.rounds
+        );
+        assert_eq!(a.tables_shown(), "auto+exact");
+    }
 }

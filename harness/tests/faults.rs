@@ -465,7 +465,7 @@ fn run_specs_over(
 #[test]
 fn the_handshake_names_each_differing_field_on_both_sides() {
     type Change = fn(&mut RunSpec);
-    let cases: [(&str, Change, &str, &str); 6] = [
+    let cases: [(&str, Change, &str, &str); 7] = [
         ("sequence length", |s| s.seq = 6, "8", "6"),
         (
             "quantization",
@@ -480,6 +480,12 @@ fn the_handshake_names_each_differing_field_on_both_sides() {
             |s| s.lut_mode = protocol::LutMode::Dpf,
             "auto",
             "dpf",
+        ),
+        (
+            "truncation",
+            |s| s.truncation = protocol::Truncation::Exact,
+            "stochastic",
+            "exact",
         ),
         ("model commitment", |s| s.model_seed = 99, "", ""),
     ];

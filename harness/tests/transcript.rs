@@ -83,6 +83,7 @@ fn run_recorded(p: &Prepared, master: u64, mode: LutMode) -> Views {
         transport: LocalTransport::Mem,
         seeds: DealerSeeds::from_master(master),
         lut_mode: mode,
+        truncation: protocol::Truncation::Stochastic,
         spill: None,
     };
     let rec = Transcripts::new();
@@ -383,7 +384,13 @@ fn no_plaintext_secret_reaches_the_other_parties() {
         // same carries
         let prog = program(&p, true);
         let seeds = DealerSeeds::from_master(100 + i as u64);
-        let (plain, _) = session::run_plain(p.model.clone(), Some(seeds.mask), &prog).unwrap();
+        let (plain, _) = session::run_plain(
+            p.model.clone(),
+            Some(seeds.mask),
+            protocol::Truncation::Stochastic,
+            &prog,
+        )
+        .unwrap();
         assert_eq!(
             Some(v.logits.clone()),
             plain,

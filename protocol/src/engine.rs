@@ -51,6 +51,20 @@ pub enum LutMode {
     Auto,
 }
 
+/// How a table's window drops the bits below it (PROTOCOL.md block 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Truncation {
+    /// Free: the index is floor(z / 2^j) + c with the carry c of the mask's low bits,
+    /// 1 with probability (z mod 2^j) / 2^j (unbiased stochastic rounding). No message.
+    #[default]
+    Stochastic,
+    /// Exact round(z / 2^j) (to nearest): the carry is computed by a comparison (a DCF key
+    /// per lookup) and removed through one more exchange of k bits each way
+    /// (`blocks::exact`). The secure run then equals the plaintext quantized model with
+    /// deterministic rounding bit for bit, whatever the dealer's masks.
+    Exact,
+}
+
 /// Bits [j, j+k) of a masked value: the index of a table over that window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Window {
@@ -179,6 +193,7 @@ pub struct Engine {
     pub model: Option<Arc<PrivateModel>>,
     prep: crate::prep::PrepQueue,
     pub lut_mode: LutMode,
+    pub truncation: Truncation,
     pub plain_stats: PlainStats,
     /// Material already used online, freed after the online phase (freeing a million
     /// small DPF keys is allocator work, not protocol work; keeping them until the end does
@@ -200,6 +215,7 @@ impl Engine {
             model: None,
             prep: Default::default(),
             lut_mode: LutMode::Auto,
+            truncation: Truncation::Stochastic,
             plain_stats: PlainStats::default(),
             retired: vec![],
         }
@@ -242,6 +258,10 @@ impl Engine {
     }
     pub fn set_lut_mode(&mut self, m: LutMode) {
         self.lut_mode = m;
+    }
+    /// Every role of a run must use the same mode (it changes the operation sequence).
+    pub fn set_truncation(&mut self, t: Truncation) {
+        self.truncation = t;
     }
 
     /// Label what follows for the accounting.

@@ -26,7 +26,7 @@ pub mod tensor;
 pub use account::{Accounting, OpKind, Phase};
 pub use blocks::lut::Table;
 pub use blocks::open::Pending;
-pub use engine::{Additive, Engine, LutMode, Masked, Reveal, Role, Window};
+pub use engine::{Additive, Engine, LutMode, Masked, Reveal, Role, Truncation, Window};
 pub use error::{ProtocolError, Result};
 pub use net::PartyId;
 pub use registry::{PrivateModel, QLinear, QWeights};

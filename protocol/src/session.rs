@@ -158,6 +158,7 @@ pub struct LocalConfig {
     pub transport: LocalTransport,
     pub seeds: DealerSeeds,
     pub lut_mode: crate::engine::LutMode,
+    pub truncation: crate::engine::Truncation,
     /// Spill P0's and P1's offline results to files in this directory.
     pub spill: Option<std::path::PathBuf>,
 }
@@ -194,6 +195,7 @@ fn run_local_with<P: Program>(
     let mut d = Engine::dealer(cfg.seeds.clone());
     for e in [&mut p0, &mut p1, &mut d] {
         e.set_lut_mode(cfg.lut_mode);
+        e.set_truncation(cfg.truncation);
     }
     if let Some(dir) = &cfg.spill {
         p0.spill_to(dir, cfg.link.session)?;
@@ -330,13 +332,17 @@ fn connect_local(
 }
 
 /// Run `prog` as the plaintext reference; with `carry_seed` (the dealer's mask seed) its
-/// table indices take the secure run's carries.
+/// table indices take the secure run's carries. `truncation` must be the secure run's
+/// (exact truncation adds operations); with [`crate::Truncation::Exact`] the carries are
+/// all zero and the seed changes nothing.
 pub fn run_plain<P: Program>(
     model: Arc<PrivateModel>,
     carry_seed: Option<crate::seed::Seed>,
+    truncation: crate::engine::Truncation,
     prog: &P,
 ) -> Result<(Option<P::Output>, crate::engine::PlainStats)> {
     let mut e = Engine::plain(model, carry_seed);
+    e.set_truncation(truncation);
     e.start_phase(Phase::Register)?;
     prog.register(&mut e)?;
     e.start_phase(Phase::Online)?;

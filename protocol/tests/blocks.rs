@@ -352,7 +352,8 @@ fn linear_rejects_invalid_windows() {
                 reveal_m(e, &a)
             },
         );
-        let plain = protocol::session::run_plain(model.clone(), None, &p);
+        let plain =
+            protocol::session::run_plain(model.clone(), None, protocol::Truncation::Stochastic, &p);
         assert!(
             matches!(plain, Err(ProtocolError::Shape { .. })),
             "{w:?}: the plaintext reference accepted the window"

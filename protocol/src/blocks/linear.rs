@@ -15,7 +15,8 @@ impl Engine {
     /// Offline: dealer -> P1 2 n d_out w bytes (shares of r_X A_W and r_Z); P1 -> P0 its
     /// share of Z + r_Z, n d_out w bytes; each party one ring matmul r_X,b E_W.
     /// Online: P0 alone runs the 1-bit (or k-bit) kernel on X^ and sends P1
-    /// n d_out sum(k) bits, one flight (none when `windows` is empty).
+    /// n d_out sum(k) bits, one flight (none when `windows` is empty); with
+    /// [`crate::Truncation::Exact`], n d_out sum(j + k) bits (the bits below each window).
     pub fn linear<R: Ring>(
         &mut self,
         x: &Masked<R>,
@@ -41,6 +42,9 @@ impl Engine {
                 format!("{name}: window [{}, {}) in Z/2^{}", w.j, w.j + w.k, R::BITS),
             ));
         }
+        // Exact truncation needs the bits below each window too (the carry's comparison).
+        let windows: Vec<Window> = windows.iter().map(|w| self.sent_window(*w)).collect();
+        let windows = windows.as_slice();
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("nonempty") = d_out;
         let nz = rows * d_out;

@@ -142,7 +142,8 @@ fn read_keys<O: Ring>(k: u32, n: usize, buf: &[u8]) -> Result<Vec<DpfKey<O>>> {
     Ok(keys)
 }
 
-/// The public index bits of window `w` of [[z]] as this party sees them.
+/// The public index bits of window `w` of [[z]] as this party sees them: from x^, or
+/// from the index bits received for `w` or for a window that contains it.
 pub(crate) fn public_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>> {
     if let Some(h) = &z.hat {
         return Ok(h.iter().map(|v| v.window(w.j, w.k)).collect());
@@ -151,6 +152,13 @@ pub(crate) fn public_index<R: Ring>(z: &Masked<R>, w: Window) -> Result<Vec<u32>
         .iter()
         .find(|(ww, _)| *ww == w)
         .map(|(_, v)| v.clone())
+        .or_else(|| {
+            let (ww, v) = z
+                .win
+                .iter()
+                .find(|(ww, _)| ww.j <= w.j && w.j + w.k <= ww.j + ww.k)?;
+            Some(v.iter().map(|&b| b.window(w.j - ww.j, w.k)).collect())
+        })
         .ok_or_else(|| {
             ProtocolError::Internal(format!(
                 "no index bits for window [{}, {}) at this party",
@@ -231,6 +239,8 @@ impl Engine {
                 format!("table of 2^{} for window k={}", t.k, w.k),
             ));
         }
+        let (z, w) = self.table_input(z, w)?;
+        let z = z.as_ref();
         let n = z.len();
         let mode = resolve_mode(self.lut_mode, w.k, O::BITS);
         let dpf_mode = mode == LutMode::Dpf;
@@ -311,6 +321,9 @@ impl Engine {
                 format!("{:?} vs {:?}", zx.shape, zy.shape),
             ));
         }
+        let (zx, wx) = self.table_input(zx, wx)?;
+        let (zy, wy) = self.table_input(zy, wy)?;
+        let (zx, zy) = (zx.as_ref(), zy.as_ref());
         let mode = resolve_mode(self.lut_mode, k, O::BITS);
         let dpf_mode = mode == LutMode::Dpf;
         let mut st = self.begin(true, dpf_mode)?;
@@ -395,6 +408,8 @@ impl Engine {
                 format!("{name} is not a 2^{} table", w.k),
             ));
         }
+        let (z, w) = self.table_input(z, w)?;
+        let z = z.as_ref();
         let n = z.len();
         let mut st = self.begin(true, true)?;
         let shape = z.shape.clone();

@@ -2,6 +2,7 @@
 //! method's doc comment says whether it communicates, in which phase, and how much
 //! (n = number of elements, w = bytes per ring element).
 
+pub mod exact;
 pub mod linear;
 pub mod local;
 pub mod lut;

@@ -46,6 +46,8 @@ impl Engine {
                 format!("window [{}, {}) in Z/2^{}", w.j, w.j + w.k, R::BITS),
             ));
         }
+        let (z, w) = self.table_input(z, w)?;
+        let z = z.as_ref();
         let n = z.len();
         let cc = O::from_i64(c);
         let twok = O::from_u64(1u64 << w.k);

@@ -30,12 +30,13 @@ fn both(f: &Body) -> (Vec<u64>, Vec<u64>) {
         transport: LocalTransport::Mem,
         seeds: DealerSeeds::from_master(11),
         lut_mode: crate::LutMode::Auto,
+        truncation: crate::Truncation::Stochastic,
         spill: None,
     };
     let model = Arc::new(PrivateModel::default());
     let p = Prog(f);
     let r = run_local(&cfg, model.clone(), &p).expect("secure run");
-    let (plain, _) = run_plain(model, None, &p).expect("plain run");
+    let (plain, _) = run_plain(model, None, crate::Truncation::Stochastic, &p).expect("plain run");
     (
         r.p1.output.expect("P1 output"),
         plain.expect("plain output"),
@@ -369,6 +370,7 @@ fn flights_and_bytes_follow_crypten_counts() {
         transport: LocalTransport::Mem,
         seeds: DealerSeeds::from_master(11),
         lut_mode: crate::LutMode::Auto,
+        truncation: crate::Truncation::Stochastic,
         spill: None,
     };
     let v = vec![encode(1.5); n];

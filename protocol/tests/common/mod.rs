@@ -63,6 +63,7 @@ pub fn cfg(master: u64, mode: LutMode, transport: LocalTransport) -> LocalConfig
         transport,
         seeds: DealerSeeds::from_master(master),
         lut_mode: mode,
+        truncation: protocol::Truncation::Stochastic,
         spill: None,
     }
 }
@@ -97,8 +98,8 @@ pub fn check<P: Program<Output = Vec<i64>>>(
     let run = session::run_local(cfg, model.clone(), p).expect("secure run failed");
     let secure = run.p1.output.clone().expect("P1 learns the output");
     assert!(run.dealer.output.is_none(), "the dealer learnt an output");
-    let (plain, stats) =
-        session::run_plain(model.clone(), Some(cfg.seeds.mask), p).expect("plain run");
+    let (plain, stats) = session::run_plain(model.clone(), Some(cfg.seeds.mask), cfg.truncation, p)
+        .expect("plain run");
     let plain = plain.expect("plain output");
     // the plaintext reference returns what P1 learns followed by what P0 learns
     let got: Vec<i64> = secure
@@ -120,7 +121,8 @@ pub fn check<P: Program<Output = Vec<i64>>>(
             secure.len()
         );
     }
-    let (det, det_stats) = session::run_plain(model.clone(), None, p).expect("plain run (det)");
+    let (det, det_stats) =
+        session::run_plain(model.clone(), None, cfg.truncation, p).expect("plain run (det)");
     Checked {
         secure,
         p0: run.p0.output.clone(),
