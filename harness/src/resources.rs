@@ -31,7 +31,7 @@ use crate::model::BertConfig;
 use crate::quant::QuantConfig;
 use crate::run::{ModelSource, Protocol, RunSpec};
 use anyhow::{bail, Context, Result};
-use protocol::LutMode;
+use protocol::{LutMode, Truncation};
 use std::fmt;
 use std::path::Path;
 
@@ -216,11 +216,17 @@ pub fn estimate(
     batch: usize,
     quant: &QuantConfig,
     lut: LutMode,
+    truncation: Truncation,
 ) -> Estimate {
     let c = coeffs(quant.a_bits, lut);
     let d = Dims::new(cfg, layers, seq, batch);
     let material = |k: &[f64; 6]| -> f64 { (d.b * (d.per_seq(k) + k[5])).max(0.0) };
-    let (m0, m1) = (material(&c.p0), material(&c.p1));
+    let (mut m0, mut m1) = (material(&c.p0), material(&c.p1));
+    if truncation == Truncation::Exact {
+        let (e0, e1) = exact_material(cfg, layers, seq, batch, quant);
+        m0 += e0;
+        m1 += e1;
+    }
     let (l, act) = (d.l, d.act);
     let base = BASE_BYTES + BYTES_PER_PARAM * d.params;
     let per_layer = if layers > 0 { (m0 + m1) / l } else { 0.0 };
@@ -237,6 +243,69 @@ pub fn estimate(
         spill_disk: (1.05 * (m0 + m1)) as u64,
         spill_disk_party: [(1.05 * m0) as u64, (1.05 * m1) as u64, 0],
     }
+}
+
+/// The dealer material exact truncation adds (to P0, to P1, bytes): a DCF key over j bits
+/// per element of every table on a window [j, j+k) with j > 0 (and P1's 4-byte share of
+/// the carry mask), one message to each party per rounding operation. Counted from the
+/// windows of `quant::Consts` along the program (`program.rs`), not fitted: exact up to
+/// the table windows the program uses (checked against measured runs in
+/// `harness/tests/resources.rs`).
+fn exact_material(
+    cfg: &BertConfig,
+    layers: usize,
+    seq: usize,
+    batch: usize,
+    quant: &QuantConfig,
+) -> (f64, f64) {
+    let c = crate::quant::Consts::new(quant, cfg, seq);
+    let (s, h, f, heads) = (
+        seq as f64,
+        cfg.hidden as f64,
+        cfg.ffn as f64,
+        cfg.heads as f64,
+    );
+    let frame = protocol::account::FRAME_OVERHEAD as f64;
+    let (mut m0, mut m1) = (0.0, 0.0);
+    // one rounding operation over items (elements per sequence, window)
+    let mut op = |items: &[(f64, protocol::Window)]| {
+        let mut any = false;
+        for &(n, w) in items {
+            if w.j > 0 {
+                let kb = kernels::dcf::key_bytes(w.j, 32) as f64;
+                m0 += batch as f64 * n * kb;
+                m1 += batch as f64 * n * (kb + 4.0);
+                any = true;
+            }
+        }
+        if any {
+            m0 += frame;
+            m1 += frame;
+        }
+    };
+    op(&[(s * h, c.w_qkv())]);
+    for _ in 0..layers {
+        let wq = c.w_qkv();
+        op(&[(s * h, wq), (s * h, wq), (s * h, wq)]);
+        op(&[(heads * s * s, c.w_exp())]);
+        let ln: Vec<(f64, protocol::Window)> = (0..crate::quant::LN_WINDOWS)
+            .map(|i| (heads * s, c.w_ln(i)))
+            .collect();
+        op(&ln);
+        op(&[(heads * s * s, c.w_p())]);
+        for ffn in [false, true] {
+            if ffn {
+                op(&[(s * f, c.w_gelu())]);
+            }
+            op(&[(s * h, c.w_res())]);
+            op(&[(s, c.w_var())]);
+            op(&[(s * h, c.w_lnx()), (s * h, c.w_yres())]);
+        }
+    }
+    if cfg.pooling == crate::model::Pooling::Cls {
+        op(&[(h, c.w_tanh())]);
+    }
+    (m0, m1)
 }
 
 /// Coefficients `[a, b, g, c, e, k]` of the baseline's material to P1 (module docs, same
@@ -320,6 +389,7 @@ pub fn estimate_spec(spec: &RunSpec) -> Result<Estimate> {
             spec.batch,
             &spec.quant,
             spec.lut_mode,
+            spec.truncation,
         ),
         Protocol::Crypten => estimate_crypten(&cfg, layers, spec.seq, spec.batch),
     })
@@ -504,6 +574,7 @@ mod tests {
             1,
             &q("w1a4"),
             LutMode::Auto,
+            Truncation::Stochastic,
         )
     }
 
@@ -577,7 +648,7 @@ mod tests {
             ("w1a4", LutMode::Rotated),
             ("w1a8", LutMode::Rotated),
         ] {
-            let e = |l, s, b| estimate(&cfg, l, s, b, &q(quant), lut);
+            let e = |l, s, b| estimate(&cfg, l, s, b, &q(quant), lut, Truncation::Stochastic);
             let mut last = e(1, 1, 1);
             for (l, s, b) in [(1, 2, 1), (2, 2, 1), (2, 2, 2), (2, 64, 2), (6, 512, 4)] {
                 let next = e(l, s, b);
@@ -587,8 +658,24 @@ mod tests {
                 last = next;
             }
         }
-        let a4 = estimate(&cfg, 6, 128, 1, &q("w1a4"), LutMode::Auto);
-        let a8 = estimate(&cfg, 6, 128, 1, &q("w1a8"), LutMode::Auto);
+        let a4 = estimate(
+            &cfg,
+            6,
+            128,
+            1,
+            &q("w1a4"),
+            LutMode::Auto,
+            Truncation::Stochastic,
+        );
+        let a8 = estimate(
+            &cfg,
+            6,
+            128,
+            1,
+            &q("w1a8"),
+            LutMode::Auto,
+            Truncation::Stochastic,
+        );
         assert!(a8.dealer_total() > a4.dealer_total());
     }
 

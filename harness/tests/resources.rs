@@ -139,6 +139,49 @@ fn estimate_is_close_to_a_measured_small_run() {
     }
 }
 
+/// Exact truncation's extra material is counted, not fitted: the estimate's difference
+/// between exact and stochastic runs equals the measured one to the byte (rounding of the
+/// float totals aside), with a pooler (bert-tiny) and mean pooling (MiniLM), batch 1 and 2.
+#[test]
+fn exact_truncation_material_is_counted_exactly() {
+    for (model, layers, seq, batch, quant) in [
+        ("bert-tiny", 2, 20, 2, "w4a8"),
+        ("minilm-l6", 1, 12, 1, "w1a4"),
+    ] {
+        let stoch = spec(model, layers, seq, batch, quant, LutMode::Auto);
+        let exact = RunSpec {
+            truncation: protocol::Truncation::Exact,
+            ..stoch.clone()
+        };
+        let (es, ee) = (
+            harness::resources::estimate_spec(&stoch).unwrap(),
+            harness::resources::estimate_spec(&exact).unwrap(),
+        );
+        let (rs, re) = (run(&stoch, None).unwrap(), run(&exact, None).unwrap());
+        for (what, e, m) in [
+            (
+                "P0",
+                ee.dealer_p0 as i64 - es.dealer_p0 as i64,
+                re.dealer_bytes_p0 as i64 - rs.dealer_bytes_p0 as i64,
+            ),
+            (
+                "P1",
+                ee.dealer_p1 as i64 - es.dealer_p1 as i64,
+                re.dealer_bytes_p1 as i64 - rs.dealer_bytes_p1 as i64,
+            ),
+        ] {
+            assert!(
+                m > 0,
+                "{model}: exact truncation dealt nothing more to {what}"
+            );
+            assert!(
+                (e - m).abs() <= 2,
+                "{model} seq {seq}: {what} extra estimated {e}, measured {m}"
+            );
+        }
+    }
+}
+
 /// The baseline's estimate against a fresh measured run of a shape it was not fitted to.
 #[test]
 fn crypten_estimate_is_close_to_a_measured_small_run() {

@@ -28,7 +28,7 @@ use protocol::ring::{self, Ring};
 use protocol::seed::{name_id, DealerSeeds};
 use protocol::session::{self, LocalConfig, LocalTransport};
 use protocol::stats::{chi2_critical, chi2_sf};
-use protocol::LutMode;
+use protocol::{LutMode, Truncation};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
@@ -74,7 +74,7 @@ impl Views {
 }
 
 /// One secure run of `p` with the dealer seeded by `master`, every link tapped.
-fn run_recorded(p: &Prepared, master: u64, mode: LutMode) -> Views {
+fn run_recorded(p: &Prepared, master: u64, mode: LutMode, truncation: Truncation) -> Views {
     let prog = program(p, true);
     let mut link = LinkConfig::new(1, NetProfile::none());
     link.recv_timeout = Some(Duration::from_secs(60));
@@ -83,7 +83,7 @@ fn run_recorded(p: &Prepared, master: u64, mode: LutMode) -> Views {
         transport: LocalTransport::Mem,
         seeds: DealerSeeds::from_master(master),
         lut_mode: mode,
-        truncation: protocol::Truncation::Stochastic,
+        truncation,
         spill: None,
     };
     let rec = Transcripts::new();
@@ -375,30 +375,30 @@ fn no_plaintext_secret_reaches_the_other_parties() {
             );
         }
     }
-    for (i, mode) in [LutMode::Auto, LutMode::Rotated, LutMode::Dpf]
-        .into_iter()
-        .enumerate()
+    for (i, (mode, trunc)) in [
+        (LutMode::Auto, Truncation::Stochastic),
+        (LutMode::Rotated, Truncation::Stochastic),
+        (LutMode::Dpf, Truncation::Stochastic),
+        (LutMode::Auto, Truncation::Exact),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let v = run_recorded(&p, 100 + i as u64, mode);
+        let v = run_recorded(&p, 100 + i as u64, mode, trunc);
         // the tapped run is the real protocol: same output as the plaintext model with the
         // same carries
         let prog = program(&p, true);
         let seeds = DealerSeeds::from_master(100 + i as u64);
-        let (plain, _) = session::run_plain(
-            p.model.clone(),
-            Some(seeds.mask),
-            protocol::Truncation::Stochastic,
-            &prog,
-        )
-        .unwrap();
+        let (plain, _) =
+            session::run_plain(p.model.clone(), Some(seeds.mask), trunc, &prog).unwrap();
         assert_eq!(
             Some(v.logits.clone()),
             plain,
-            "{mode:?}: tapped run != plaintext"
+            "{mode:?} {trunc:?}: tapped run != plaintext"
         );
         let (p0, p1, d) = (v.of(PartyId::P0), v.of(PartyId::P1), v.of(PartyId::Dealer));
         eprintln!(
-            "{mode:?}: scanned P0 {} B in {} messages, P1 {} B in {}, D {} B",
+            "{mode:?} {trunc:?}: scanned P0 {} B in {} messages, P1 {} B in {}, D {} B",
             bytes(p0),
             p0.len(),
             bytes(p1),
@@ -675,6 +675,7 @@ struct Family {
 /// [`Leak`] (the power check), and test per byte position.
 fn distribution_test(
     samples: [&Prepared; 2],
+    truncation: Truncation,
     to: PartyId,
     from: PartyId,
     pick: impl Fn(&Prepared, &[&Received]) -> (usize, Vec<Vec<u8>>),
@@ -689,7 +690,7 @@ fn distribution_test(
     for (s, p) in samples.iter().enumerate() {
         for i in 0..RUNS {
             let master = 10_000 * (s as u64 + 1) + i as u64;
-            let v = run_recorded(p, master, LutMode::Auto);
+            let v = run_recorded(p, master, LutMode::Auto, truncation);
             let msgs = from_peer(&v, to, from);
             // sizes, order, tags and flights are public and the same in every run
             let sh = shape(&msgs);
@@ -772,10 +773,26 @@ fn check_family(what: &str, f: &Family) {
 
 #[test]
 fn p0_view_does_not_depend_on_the_input() {
+    p0_view_case(Truncation::Stochastic);
+}
+
+/// Exact truncation adds the carry openings (k bits each way per table layer) and, at P1,
+/// the bits below each window: the same test over those views.
+#[test]
+fn p0_view_does_not_depend_on_the_input_exact() {
+    p0_view_case(Truncation::Exact);
+}
+
+#[test]
+fn p1_view_does_not_depend_on_the_model_exact() {
+    p1_view_case(Truncation::Exact);
+}
+
+fn p0_view_case(truncation: Truncation) {
     let a = prepare(&spec(4, 1, 2)).expect("prepare");
     let b = other_input(&a, 3);
     // the power check rewrites P1's input message x^ = y_res + r (Z/2^64)
-    let f = distribution_test([&a, &b], PartyId::P0, PartyId::P1, |p, msgs| {
+    let f = distribution_test([&a, &b], truncation, PartyId::P0, PartyId::P1, |p, msgs| {
         let k = msgs
             .iter()
             .position(|m| m.flight > 0)
@@ -785,17 +802,24 @@ fn p0_view_does_not_depend_on_the_input() {
         let v = [Leak::Unmasked, Leak::NarrowMask].map(|l| leaky(&msgs[k].payload, &x, l, 1));
         (k, v.to_vec())
     });
-    check_family("P0's view of P1 (inputs A vs B, same model)", &f);
+    check_family(
+        &format!("P0's view of P1 (inputs A vs B, same model, {truncation:?} truncation)"),
+        &f,
+    );
 }
 
 #[test]
 fn p1_view_does_not_depend_on_the_model() {
+    p1_view_case(Truncation::Stochastic);
+}
+
+fn p1_view_case(truncation: Truncation) {
     let x = prepare(&spec(4, 1, 2)).expect("prepare");
     let y = prepare(&spec(4, 7, 2)).expect("prepare");
     assert_eq!(x.tokens, y.tokens, "same input");
     assert_ne!(x.weights.layers[0].q.w, y.weights.layers[0].q.w);
     // the power check rewrites the registration of L0.q: E = M - A (Z/2^32)
-    let f = distribution_test([&x, &y], PartyId::P1, PartyId::P0, |p, msgs| {
+    let f = distribution_test([&x, &y], truncation, PartyId::P1, PartyId::P0, |p, msgs| {
         let tag = name_id("L0.q") as u32;
         let k = msgs
             .iter()
@@ -805,7 +829,10 @@ fn p1_view_does_not_depend_on_the_model() {
         let v = [Leak::Unmasked, Leak::NarrowMask].map(|l| leaky(&msgs[k].payload, &m, l, -1));
         (k, v.to_vec())
     });
-    check_family("P1's view of P0 (models X vs Y, same input)", &f);
+    check_family(
+        &format!("P1's view of P0 (models X vs Y, same input, {truncation:?} truncation)"),
+        &f,
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -817,9 +844,14 @@ fn dealer_messages_depend_only_on_the_dealer_seed() {
     let b = other_input(&a, 3);
     let y = prepare(&spec(4, 7, 2)).expect("prepare");
     assert_ne!(a.input.y_res, b.input.y_res);
-    for mode in [LutMode::Auto, LutMode::Rotated, LutMode::Dpf] {
+    for (mode, trunc) in [
+        (LutMode::Auto, Truncation::Stochastic),
+        (LutMode::Rotated, Truncation::Stochastic),
+        (LutMode::Dpf, Truncation::Stochastic),
+        (LutMode::Auto, Truncation::Exact),
+    ] {
         let dealt = |p: &Prepared, master: u64| {
-            let v = run_recorded(p, master, mode);
+            let v = run_recorded(p, master, mode, trunc);
             assert!(
                 v.of(PartyId::Dealer).is_empty(),
                 "the dealer received {} messages",
@@ -838,22 +870,27 @@ fn dealer_messages_depend_only_on_the_dealer_seed() {
         assert!(!base.0.is_empty() && !base.1.is_empty());
         let n = base.0.len() + base.1.len();
         let size: usize = base.0.iter().chain(&base.1).map(|m| m.payload.len()).sum();
-        eprintln!("{mode:?}: dealer sent {n} messages, {size} bytes: compared bit for bit");
+        eprintln!(
+            "{mode:?} {trunc:?}: dealer sent {n} messages, {size} bytes: compared bit for bit"
+        );
         assert!(
             dealt(&b, 77) == base,
-            "{mode:?}: dealer messages changed with the input"
+            "{mode:?} {trunc:?}: dealer messages changed with the input"
         );
         assert!(
             dealt(&y, 77) == base,
-            "{mode:?}: dealer messages changed with the model"
+            "{mode:?} {trunc:?}: dealer messages changed with the model"
         );
         // and they are not constant: another dealer seed gives other messages
         let other = dealt(&a, 78);
-        assert!(other != base, "{mode:?}: dealer messages ignore the seed");
+        assert!(
+            other != base,
+            "{mode:?} {trunc:?}: dealer messages ignore the seed"
+        );
         assert_eq!(
             shape(&other.0.iter().chain(&other.1).collect::<Vec<_>>()),
             shape(&base.0.iter().chain(&base.1).collect::<Vec<_>>()),
-            "{mode:?}: the dealer's message sizes depend on its seed"
+            "{mode:?} {trunc:?}: the dealer's message sizes depend on its seed"
         );
     }
 }
