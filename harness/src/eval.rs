@@ -276,6 +276,42 @@ impl<'w> Pipeline<'w> {
     }
 }
 
+/// Re-drawn splits for the float head's split spread (`harness eval`).
+const RESPLITS: usize = 10;
+
+/// Test accuracies of heads trained on `splits` re-drawn 80/20 splits (seeds 1..) of the
+/// union of the two splits' features.
+pub fn resplit_accuracies(
+    ftr: &[Vec<f64>],
+    ytr: &[bool],
+    fte: &[Vec<f64>],
+    yte: &[bool],
+    splits: usize,
+) -> Result<Vec<f64>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let feats: Vec<&Vec<f64>> = ftr.iter().chain(fte).collect();
+    let labels: Vec<bool> = ytr.iter().chain(yte).copied().collect();
+    let n = labels.len();
+    (1..=splits as u64)
+        .map(|seed| {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            let cut = n - n / 5;
+            let pick = |ids: &[usize]| -> (Vec<Vec<f64>>, Vec<bool>) {
+                (
+                    ids.iter().map(|&i| feats[i].clone()).collect(),
+                    ids.iter().map(|&i| labels[i]).collect(),
+                )
+            };
+            let (xa, ya) = pick(&idx[..cut]);
+            let (xb, yb) = pick(&idx[cut..]);
+            let h = train_head(&xa, &ya, &format!("float, re-drawn split {seed}"))?;
+            Ok(head_accuracy(&h, &xb, &yb))
+        })
+        .collect()
+}
+
 /// Cosine similarity of two vectors (0 when either is zero).
 pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -410,6 +446,31 @@ pub fn evaluate(
         accuracy: head_accuracy(&float_head, &fte, &yte),
         cos_mean: Some(1.0),
         cos_worst: Some(1.0),
+        tokens_mean,
+        ..AccRow::default()
+    });
+    // How much of the gap to the 74-75 % the issue expects is the split: the float head
+    // on re-drawn 80/20 splits of the same snippets (the test split has ~970 snippets, so
+    // one accuracy figure has a standard error of ~1.4 points).
+    let resplit = resplit_accuracies(&ftr, &ytr, &fte, &yte, RESPLITS)?;
+    let mean = resplit.iter().sum::<f64>() / resplit.len() as f64;
+    let (lo, hi) = resplit
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    say(&format!(
+        "float head on {RESPLITS} re-drawn 80/20 splits: mean {:.1} %, {:.1}-{:.1} %",
+        100.0 * mean,
+        100.0 * lo,
+        100.0 * hi
+    ));
+    rows.push(AccRow {
+        config: format!("float-resplit{RESPLITS}"),
+        head: "float".into(),
+        mode: "float".into(),
+        n: yte.len(),
+        accuracy: mean,
         tokens_mean,
         ..AccRow::default()
     });
@@ -681,6 +742,31 @@ mod tests {
         let y = s.forward(&x, 1);
         let (ya, yb) = (a.forward(&x, 1), b.forward(&x, 1));
         assert_eq!(y, [ya[0], yb[0], yb[1]]);
+    }
+
+    #[test]
+    fn resplits_draw_different_splits_of_both() {
+        use rand::{Rng, SeedableRng};
+        let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // label = x0 > 0, with 10 % of the labels flipped: about 90 % is reachable
+        let mut make = |n: usize| -> (Vec<Vec<f64>>, Vec<bool>) {
+            (0..n)
+                .map(|_| {
+                    let x: Vec<f64> = (0..3).map(|_| g.gen_range(-1.0..1.0)).collect();
+                    let y = (x[0] > 0.0) ^ (g.gen::<f64>() < 0.1);
+                    (x, y)
+                })
+                .unzip()
+        };
+        let (ftr, ytr) = make(400);
+        let (fte, yte) = make(100);
+        let acc = resplit_accuracies(&ftr, &ytr, &fte, &yte, 5).unwrap();
+        assert_eq!(acc.len(), 5);
+        assert!(acc.iter().all(|&a| (0.75..=1.0).contains(&a)), "{acc:?}");
+        assert!(
+            acc.iter().any(|&a| a != acc[0]),
+            "the splits are all the same: {acc:?}"
+        );
     }
 
     #[test]
