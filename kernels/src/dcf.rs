@@ -17,19 +17,21 @@
 //! (−1)^b·(Conv_leaf(s) + t·CW_out). Serialised size ([`key_bytes`]):
 //! 1 + 16 + n·(16 + BITS/8) + ceil(2n/8) + BITS/8 bytes.
 //!
-//! **PRG.** The fixed-key AES of [`crate::prg`] (Matyas–Meyer–Oseas under three public
-//! keys): (s_L, t_L) = split(MMO_0(s)), (s_R, t_R) = split(MMO_1(s)), and with
-//! v = MMO_2(s): v_L = word 0 of v, v_R = word 1 of v (little-endian BITS-bit words; for
-//! u64 the two words are the whole block). The leaf conversion is
+//! **PRG.** The fixed-key AES of [`crate::prg`] (Matyas–Meyer–Oseas under public keys):
+//! (s_L, t_L) = split(MMO_0(s)), (s_R, t_R) = split(MMO_0(s | 1)) (seeds have LSB 0, so
+//! the two inputs differ: the usual tweak, which lets an evaluator expand only the side
+//! it takes, in one batch), and with v = MMO_2(s): v_L = word 0 of v, v_R = word 1 of v
+//! (little-endian BITS-bit words; for u64 the two words are the whole block). The leaf conversion is
 //! Conv_leaf(s) = word 0 of MMO_2(s), the same function as v_L. This is sound: a leaf
 //! seed is only ever converted, never expanded as an internal node, so MMO_2 of a leaf
 //! seed is a fresh pseudorandom block (the parties' leaf seeds are independent of every
 //! internal seed under the usual fixed-key random-permutation assumption), and no v_L of
 //! the same seed is ever used alongside it.
 //!
-//! **Cost.** Evaluation: 3 AES blocks per level (MMO_0, MMO_1, MMO_2 of the current
-//! seed) plus 1 for the leaf, 3n + 1 per key. Generation: 6 per level (both parties'
-//! seeds) plus 2 for the leaves, 6n + 2 per key pair. The batched functions are
+//! **Cost.** Evaluation ([`eval_batch`]): 2 AES blocks per level (MMO_0 of the current
+//! seed tweaked by the bit of x, MMO_2 of the seed) plus 1 for the leaf, 2n + 1 per key
+//! (the reference [`eval`] expands both sides: 3n + 1). Generation: 6 per level (both
+//! parties' seeds) plus 2 for the leaves, 6n + 2 per key pair. The batched functions are
 //! level-synchronous, so AES runs on batches of independent blocks.
 
 use crate::prg::{split, word_of, Prg};
@@ -298,7 +300,7 @@ pub fn gen_batch<W: Word>(
 }
 
 /// Level-synchronous key generation for a batch of thresholds: both parties' seeds of
-/// every key in one buffer, three MMO calls per level.
+/// every key in one buffer, three MMO calls per level (left, right, values).
 fn gen_many<W: Word, R: RngCore + CryptoRng>(
     n: u32,
     alphas: &[u64],
@@ -335,9 +337,13 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
     let mut t1 = vec![true; m];
     let mut acc = vec![W::ZERO; m];
     let (mut l, mut r, mut v) = (vec![0u128; 2 * m], vec![0u128; 2 * m], vec![0u128; 2 * m]);
+    let mut s1 = vec![0u128; 2 * m];
     for lvl in 0..n {
         prg.mmo(0, &s, &mut l);
-        prg.mmo(1, &s, &mut r);
+        for (d, &x) in s1.iter_mut().zip(&s) {
+            *d = x | 1;
+        }
+        prg.mmo(0, &s1, &mut r);
         prg.mmo(2, &s, &mut v);
         for i in 0..m {
             let a = bit_at(alphas[i], n, lvl);
@@ -425,7 +431,7 @@ pub fn eval<W: Word>(key: &DcfKey<W>, x: u64) -> W {
     let (mut l, mut r, mut v) = ([0u128], [0u128], [0u128]);
     for (lvl, cw) in key.cws.iter().enumerate() {
         prg.mmo(0, &[s], &mut l);
-        prg.mmo(1, &[s], &mut r);
+        prg.mmo(0, &[s | 1], &mut r);
         prg.mmo(2, &[s], &mut v);
         let (s2, t2, vv) = if bit_at(x, n, lvl as u32) {
             let (sr, tr) = split(r[0]);
@@ -452,13 +458,13 @@ pub fn eval<W: Word>(key: &DcfKey<W>, x: u64) -> W {
 }
 
 /// Shares of many (key, point) pairs: `out[i] = eval(&keys[i], xs[i])`, in parallel
-/// (rayon) over chunks of 1024 keys, level-synchronous within a chunk (per level one
-/// MMO call under each of the three fixed keys over the chunk's seeds). Keys of both
+/// (rayon) over chunks of 1024 keys, level-synchronous within a chunk (per level two MMO
+/// calls over the chunk's seeds: the taken side, the values). Keys of both
 /// parties may be mixed.
 ///
 /// Preconditions (asserted, panics otherwise): `keys.len() == xs.len()`, every key
-/// well formed (as [`eval`]) with the same n, every x < 2^n. Cost: 3n + 1 AES blocks
-/// per key (3 per level, 1 for the leaf).
+/// well formed (as [`eval`]) with the same n, every x < 2^n. Cost: 2n + 1 AES blocks
+/// per key (2 per level, 1 for the leaf).
 pub fn eval_batch<W: Word>(keys: &[DcfKey<W>], xs: &[u64]) -> Vec<W> {
     assert_eq!(
         keys.len(),
@@ -491,27 +497,29 @@ fn eval_chunk<W: Word>(keys: &[DcfKey<W>], xs: &[u64], out: &mut [W]) {
     let n = keys[0].n;
     let mut s: Vec<u128> = keys.iter().map(|k| k.seed).collect();
     let mut t: Vec<bool> = keys.iter().map(|k| k.party == 1).collect();
-    let (mut l, mut r, mut v) = (vec![0u128; m], vec![0u128; m], vec![0u128; m]);
+    // per level: the taken side's half only, MMO_0(s | bit), and the value block MMO_2(s)
+    let (mut tweaked, mut half, mut v) = (vec![0u128; m], vec![0u128; m], vec![0u128; m]);
     out.fill(W::ZERO);
     for lvl in 0..n {
-        prg.mmo(0, &s, &mut l);
-        prg.mmo(1, &s, &mut r);
+        for i in 0..m {
+            tweaked[i] = s[i] | bit_at(xs[i], n, lvl) as u128;
+        }
+        prg.mmo(0, &tweaked, &mut half);
         prg.mmo(2, &s, &mut v);
         for i in 0..m {
             let cw = &keys[i].cws[lvl as usize];
             let ti = t[i];
+            let (sh, th) = split(half[i]);
             let (s2, t2, vv) = if bit_at(xs[i], n, lvl) {
-                let (sr, tr) = split(r[i]);
                 (
-                    sr ^ sel(cw.seed, ti),
-                    tr ^ (ti & cw.t_r),
+                    sh ^ sel(cw.seed, ti),
+                    th ^ (ti & cw.t_r),
                     word_of::<W>(v[i], 1),
                 )
             } else {
-                let (sl, tl) = split(l[i]);
                 (
-                    sl ^ sel(cw.seed, ti),
-                    tl ^ (ti & cw.t_l),
+                    sh ^ sel(cw.seed, ti),
+                    th ^ (ti & cw.t_l),
                     word_of::<W>(v[i], 0),
                 )
             };
