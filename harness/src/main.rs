@@ -76,8 +76,10 @@ struct EvalArgs {
     /// Test snippets that get a secure run (with --secure)
     #[arg(long, default_value_t = 100)]
     limit: usize,
-    /// Truncation of the secure runs: stochastic | exact (see `harness bert --help`)
-    #[arg(long, value_enum, default_value = "stochastic")]
+    /// Truncation of the secure runs: exact (default here: the secure answer is the
+    /// plaintext quantized model's, bit for bit) | stochastic (faster, the `harness bert`
+    /// default; answers vary with the dealer's masks)
+    #[arg(long, value_enum, default_value = "exact")]
     truncation: TruncArg,
     /// Use only the first N snippets of each split (quick checks; default: all)
     #[arg(long)]
@@ -104,8 +106,10 @@ struct ClassifyArgs {
     /// Quantization config of the server's model (see `harness eval`)
     #[arg(long, default_value = "w8a8")]
     quant: String,
-    /// Truncation of the secure runs: stochastic | exact (see `harness bert --help`)
-    #[arg(long, value_enum, default_value = "stochastic")]
+    /// Truncation of the secure runs: exact (default here: the secure answer is the
+    /// plaintext quantized model's, bit for bit) | stochastic (faster, the `harness bert`
+    /// default; answers vary with the dealer's masks)
+    #[arg(long, value_enum, default_value = "exact")]
     truncation: TruncArg,
     /// Network emulated: lan | wan | none | BW,RTT
     #[arg(long, default_value = "lan")]
