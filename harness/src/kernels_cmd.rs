@@ -808,6 +808,54 @@ fn dpf_case<W: Word>(cx: &mut Ctx, n: usize, k: u32) {
     }
 }
 
+/// DCF evaluation (exact truncation's carries): `n` comparisons over `bits` bits, u32
+/// shares. CPU code on every backend; the scalar row is the one-key reference evaluator
+/// (both children expanded) on one thread, on 1/16 of the keys.
+fn dcf_case(cx: &mut Ctx, n: usize, bits: u32) {
+    if !cx.wants("dcf-eval") {
+        return;
+    }
+    let m = (1u64 << bits) - 1;
+    let alphas: Vec<u64> = words::<u64>(n, 21).iter().map(|v| v & m).collect();
+    let xs: Vec<u64> = words::<u64>(n, 22).iter().map(|v| v & m).collect();
+    let (k0, _) = ops::dcf_gen_batch::<u32>(bits, &alphas, 1, [9u8; 32]);
+    let blocks = (2 * bits + 1) as f64; // the batched evaluator's AES blocks per key
+    for r in cx.runners(false) {
+        if r == Runner::Ops(Backend::Gpu) {
+            continue;
+        }
+        let ns = if r.scalar() { n / 16 } else { n };
+        let (ks, x) = (&k0[..ns], &xs[..ns]);
+        let secs = time(cx.reps, r.scalar(), || {
+            let o: Vec<u32> = if r.scalar() {
+                ks.iter()
+                    .zip(x)
+                    .map(|(k, &x)| kernels::dcf::eval(k, x))
+                    .collect()
+            } else {
+                under(r, || ops::dcf_eval_batch(ks, x), |_| unreachable!())
+            };
+            std::hint::black_box(o);
+        });
+        let sub = if r.scalar() {
+            " (scalar: one key at a time, 1/16 of the keys)"
+        } else {
+            ""
+        };
+        let limit = cx.lim.aes_blocks();
+        cx.push(
+            "dcf-eval",
+            r,
+            format!("{ns} comparisons, {bits} bits, u32{sub}"),
+            secs,
+            ns as f64 * blocks,
+            "AES blocks/s",
+            limit,
+            (ns * kernels::dcf::key_bytes(bits, 32)) as f64,
+        );
+    }
+}
+
 fn runners_of(spec: &str) -> Result<Vec<Runner>> {
     let gpu_ok = match ops::gpu_status() {
         ops::GpuStatus::Hardware(_) => true,
@@ -897,6 +945,7 @@ pub fn run(a: &KernelsArgs) -> Result<()> {
     onehot_case::<u32>(&mut cx, "onehot-dot", 1_500_000 / q / 4, 8);
     rotate_case::<u32>(&mut cx, "rotate-tables", 1_500_000 / q / 4, 8);
     dpf_case::<u32>(&mut cx, 200_000 / q, 12);
+    dcf_case(&mut cx, 400_000 / q, 20);
     backend::set_backend(before);
     print!("{}", render(&cx.rows));
     write_csv(&a.csv, &cx.rows).with_context(|| format!("writing {}", a.csv.display()))?;
