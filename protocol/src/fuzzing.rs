@@ -3,9 +3,11 @@
 //! (`tests/fuzz_regressions.rs`) call the same functions. Each must return normally on
 //! any input: a panic is a bug.
 
+use crate::blocks::exact::CarryKeys;
 use crate::prep::{Keys, Prep};
 use crate::ring;
 use crate::PartyId;
+use kernels::dcf::DcfKey;
 use kernels::dpf::DpfKey;
 
 /// The TCP frame decoder: header decode and check, and a `FrameReader` over arbitrary
@@ -63,7 +65,7 @@ fn dpf<R: crate::ring::Ring>(k: u32, buf: &[u8]) {
 
 /// Decoders of message payloads and of dealer material: bytes to ring vectors of each
 /// width (exact and prefix decoding, packed index bits), spill-file items (vectors,
-/// tuples, options, DPF key batches) and single DPF keys. Every one must return `Err` on
+/// tuples, options, DPF and DCF key batches) and single DPF and DCF keys. Every one must return `Err` on
 /// bad input, never panic or allocate more than the input justifies.
 pub fn message(data: &[u8]) {
     if data.len() < 3 {
@@ -73,7 +75,7 @@ pub fn message(data: &[u8]) {
     // matching payload is reachable); the rest is the payload.
     let n = u16::from_le_bytes([data[1], data[2]]) as usize;
     let buf = &data[3..];
-    match data[0] % 6 {
+    match data[0] % 7 {
         0 => vecs::<u16>(buf, n),
         1 => vecs::<u32>(buf, n),
         2 => vecs::<u64>(buf, n),
@@ -92,6 +94,25 @@ pub fn message(data: &[u8]) {
                 0 => dpf::<u16>(k, buf),
                 1 => dpf::<u32>(k, buf),
                 _ => dpf::<u64>(k, buf),
+            }
+        }
+        6 => {
+            // exact truncation's DCF keys, single and as a spill-file batch
+            let bits = data[1] as u32 % 66;
+            if let Ok((key, used)) = DcfKey::<u32>::read_from(bits, buf) {
+                let mut out = vec![];
+                key.write_to(&mut out);
+                assert_eq!(&out[..], &buf[..used], "DCF key round trip");
+            }
+            let mut b = buf;
+            if let Ok(CarryKeys(keys)) = <CarryKeys as Prep>::get(&mut b) {
+                let mut out = vec![];
+                CarryKeys(keys).put(&mut out);
+                assert_eq!(
+                    &out[..],
+                    &buf[..buf.len() - b.len()],
+                    "DCF batch round trip"
+                );
             }
         }
         _ => {

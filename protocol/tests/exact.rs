@@ -381,3 +381,29 @@ fn batched_rounding_shares_one_flight() {
         assert_eq!(one.secure[i], ea[round_index(x[i], 4, 8)], "window a, {i}");
     }
 }
+
+/// The fuzz target's DCF case on well-formed input: a key batch as a spill file holds it,
+/// and a single key, round trip without a false alarm; truncated copies are refused.
+#[test]
+fn dcf_keys_decode_as_the_fuzz_target_checks() {
+    use protocol::blocks::exact::CarryKeys;
+    use protocol::prep::Prep;
+    let (k0, _) = kernels::dcf::gen_batch::<u32>(13, &[5, 900, 8191], 1, [4u8; 32]);
+    let mut batch = vec![];
+    CarryKeys(k0.clone()).put(&mut batch);
+    let mut single = vec![];
+    k0[0].write_to(&mut single);
+    for payload in [&batch, &single] {
+        for cut in [payload.len(), payload.len() - 1, 9, 0] {
+            let mut data = vec![6u8, 13, 0];
+            data.extend_from_slice(&payload[..cut]);
+            protocol::fuzzing::message(&data);
+        }
+    }
+    let mut b = batch.as_slice();
+    let back = <CarryKeys as Prep>::get(&mut b).expect("a whole batch decodes");
+    assert_eq!(back.0, k0);
+    assert!(b.is_empty());
+    let mut short = &batch[..batch.len() - 1];
+    assert!(<CarryKeys as Prep>::get(&mut short).is_err());
+}

@@ -296,7 +296,16 @@ impl Engine {
                         .map(|b| b.wrapping_add(half(w)) & top)
                         .collect();
                     let low: Vec<u64> = v.iter().map(|b| b & lowm).collect();
-                    let c = kernels::ops::dcf_eval_batch(&keys.0[off..off + n], &low);
+                    let ks = &keys.0[off..off + n];
+                    // (the keys come back from a spill file: checked, never a panic)
+                    if ks.iter().any(|k| k.n != w.j) {
+                        return Err(ring::malformed(
+                            PartyId::Dealer,
+                            "DCF key",
+                            format!("a key over other than {} bits", w.j),
+                        ));
+                    }
+                    let c = kernels::ops::dcf_eval_batch(ks, &low);
                     let m: Vec<u32> = c
                         .iter()
                         .zip(&s[off..off + n])
