@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Rewrite the results table in README.md (between the results markers) from
-results/bert-base-w1a4-seq128-{lan,wan}.json and results/machine.txt."""
+results/bert-base-w1a4-seq128-{lan,wan}.json and results/machine.txt, and the accuracy
+table (between the accuracy markers) from results/accuracy.csv. With --accuracy-only,
+only the accuracy table (results/machine.txt may describe another run than the JSONs)."""
 import json
 import pathlib
 import re
+import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
+accuracy_only = "--accuracy-only" in sys.argv[1:]
 rows = []
 for net in ("lan", "wan"):
     p = root / "results" / f"bert-base-w1a4-seq128-{net}.json"
@@ -30,10 +34,11 @@ if rows:
         t += (f"| {o['op']} | {o['online_ms']:.0f} | {o['mb_p0_to_p1']:.1f} | {o['mb_p1_to_p0']:.1f} | "
               f"{o['rounds']} | {o['dealer_mb']:.0f} |\n")
 readme = root / "README.md"
-s = readme.read_text()
-s = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + t + m.group(2),
-           s, flags=re.S)
-readme.write_text(s)
+if not accuracy_only:
+    s = readme.read_text()
+    s = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + t + m.group(2),
+               s, flags=re.S)
+    readme.write_text(s)
 
 # the accuracy study (harness eval), between the accuracy markers
 acc = root / "results" / "accuracy.csv"
