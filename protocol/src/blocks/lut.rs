@@ -221,10 +221,12 @@ impl Engine {
         Ok(out)
     }
 
-    /// Public-table lookup T[floor(z / 2^j) + c] on window `w` of [[z]] (blocks 3, 4, 5).
+    /// Public-table lookup T[floor(z / 2^j) + c] on window `w` of [[z]] (blocks 3, 4, 5);
+    /// with [`crate::Truncation::Exact`] (and j > 0), T[round(z / 2^j)].
     ///
     /// Offline, rotated mode: dealer -> P1 n 2^k w_out bytes (P0's share from its seed).
-    /// DPF mode: dealer -> each party n key_bytes(k) bytes. Online: no message; a gather
+    /// DPF mode: dealer -> each party n key_bytes(k) bytes. Online: no message (with
+    /// exact truncation, the rounding exchange of [`Self::round_windows`] first); a gather
     /// (rotated) or 2^(k-nu) PRG blocks and 2^k multiply-adds per lookup (DPF).
     pub fn lut<R: Ring, O: Ring>(
         &mut self,
@@ -297,7 +299,8 @@ impl Engine {
 
     /// Two-input public table T[x, y] (block 7) with independent rotation per axis:
     /// x per element of [[zx]], y per row of [[zy]] (shape rows x 1) or per element.
-    /// Costs as [`Self::lut`] with k = kx + ky.
+    /// Costs as [`Self::lut`] with k = kx + ky (with exact truncation, one rounding
+    /// exchange per axis with j > 0).
     pub fn lut2<R: Ring, S: Ring, O: Ring>(
         &mut self,
         zx: &Masked<R>,
@@ -393,7 +396,8 @@ impl Engine {
     /// sum_j E_T[x^ - j] u[j] + A_T[x^ - r] with u the one-hot at r (DPF keys) and the
     /// rotated A_T dealt as shares.
     /// Offline: dealer -> each party n key_bytes(k) bytes, and -> P1 n 2^k w bytes.
-    /// Online: no message; 2^k multiply-adds per lookup and one gather.
+    /// Online: no message (with exact truncation and j > 0, the rounding exchange of
+    /// [`Self::round_windows`] first); 2^k multiply-adds per lookup and one gather.
     pub fn lut_private<R: Ring, O: Ring>(
         &mut self,
         z: &Masked<R>,

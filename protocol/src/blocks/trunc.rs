@@ -33,7 +33,8 @@ impl Engine {
     /// c (floor(z / 2^j) + carry) as an additive value in ring O (any width), for masked z
     /// with x^ at P0 (and its window bits or x^ at P1), valid while the truncated value
     /// stays within [-2^(k-2), 2^(k-2)).
-    /// Offline: dealer -> P1 5 n w_out bytes. Online: no message.
+    /// Offline: dealer -> P1 5 n w_out bytes. Online: no message (with exact truncation
+    /// and j > 0, the rounding exchange of [`Self::round_windows`] first).
     pub fn trunc_ext<R: Ring, O: Ring>(
         &mut self,
         z: &Masked<R>,
