@@ -78,4 +78,13 @@ fn secure_predictions_equal_the_plaintext_quantized_model() {
         assert_eq!(s.logits[0] > 0.0, plain[i][0] > 0.0);
         assert!(s.online_bytes > 0 && s.rounds > 0);
     }
+    // exact truncation: fresh random dealer seeds, and still the plaintext model's
+    // (deterministic) output bit for bit
+    let pipe = pipe.with_truncation(protocol::Truncation::Exact);
+    let exact = pipe.plain(&test[..2], &lin, &|_| {}).unwrap();
+    for (i, toks) in test[..2].iter().enumerate() {
+        let s = pipe.secure(toks, &lin, &NetProfile::none()).unwrap();
+        assert!(s.verified, "snippet {i}: exact secure run != its reference");
+        assert_eq!(s.logits, exact[i], "snippet {i}: exact secure != plaintext");
+    }
 }
