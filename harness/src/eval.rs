@@ -551,7 +551,9 @@ pub fn evaluate(
         let gaps: Vec<f64> = resplit.iter().zip(&q_resplit).map(|(f, q)| f - q).collect();
         let (gmin, gmax) = gaps
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
         say(&format!(
             "{q}: re-trained head on the {RESPLITS} re-drawn splits: mean {:.1} %, {:.1} points \
              below float on the same splits ({:.1}-{:.1})",
