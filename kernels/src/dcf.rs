@@ -36,8 +36,6 @@
 
 use crate::prg::{split, word_of, Prg};
 use crate::word::Word;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha12Rng;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 
@@ -281,22 +279,9 @@ pub fn gen_batch<W: Word>(
     beta: W,
     seed: [u8; 32],
 ) -> (Vec<DcfKey<W>>, Vec<DcfKey<W>>) {
-    let parts: Vec<_> = alphas
-        .par_chunks(GEN_CHUNK)
-        .enumerate()
-        .map(|(c, chunk)| {
-            let mut rng = ChaCha12Rng::from_seed(seed);
-            rng.set_stream(c as u64);
-            gen_many(n, chunk, beta, &mut rng)
-        })
-        .collect();
-    let mut k0 = Vec::with_capacity(alphas.len());
-    let mut k1 = Vec::with_capacity(alphas.len());
-    for (a, b) in parts {
-        k0.extend(a);
-        k1.extend(b);
-    }
-    (k0, k1)
+    crate::prg::gen_pairs_chunked(alphas, GEN_CHUNK, seed, |chunk, rng| {
+        gen_many(n, chunk, beta, rng)
+    })
 }
 
 /// Level-synchronous key generation for a batch of thresholds: both parties' seeds of

@@ -35,8 +35,6 @@
 use crate::lut::{reverse_table2_doubled, rotated_dot2_doubled, DotTable};
 use crate::prg::{block_words, split, AesImpl, Prg};
 use crate::word::Word;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha12Rng;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 
@@ -264,22 +262,9 @@ pub fn gen_batch<W: Word>(
     beta: W,
     seed: [u8; 32],
 ) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
-    let parts: Vec<_> = alphas
-        .par_chunks(GEN_CHUNK)
-        .enumerate()
-        .map(|(c, chunk)| {
-            let mut rng = ChaCha12Rng::from_seed(seed);
-            rng.set_stream(c as u64);
-            gen_many(k, chunk, beta, &mut rng)
-        })
-        .collect();
-    let mut k0 = Vec::with_capacity(alphas.len());
-    let mut k1 = Vec::with_capacity(alphas.len());
-    for (a, b) in parts {
-        k0.extend(a);
-        k1.extend(b);
-    }
-    (k0, k1)
+    crate::prg::gen_pairs_chunked(alphas, GEN_CHUNK, seed, |chunk, rng| {
+        gen_many(k, chunk, beta, rng)
+    })
 }
 
 /// Level-synchronous key generation for a batch of points (AES on batches of seeds).

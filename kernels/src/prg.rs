@@ -474,6 +474,35 @@ impl Prg {
     }
 }
 
+/// Key pairs for `items`, generated in parallel (rayon) by `gen` over chunks of `chunk`
+/// items: chunk c draws from a ChaCha12 stream seeded with `seed` and stream number c, so
+/// the keys do not depend on the thread count. Returns (party 0's keys, party 1's keys)
+/// in the order of `items`. Shared by the DPF and DCF batch generators.
+pub(crate) fn gen_pairs_chunked<A: Sync, K: Send>(
+    items: &[A],
+    chunk: usize,
+    seed: [u8; 32],
+    gen: impl Fn(&[A], &mut rand_chacha::ChaCha12Rng) -> (Vec<K>, Vec<K>) + Sync,
+) -> (Vec<K>, Vec<K>) {
+    use rand_chacha::rand_core::SeedableRng;
+    let parts: Vec<_> = items
+        .par_chunks(chunk)
+        .enumerate()
+        .map(|(c, part)| {
+            let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed);
+            rng.set_stream(c as u64);
+            gen(part, &mut rng)
+        })
+        .collect();
+    let mut k0 = Vec::with_capacity(items.len());
+    let mut k1 = Vec::with_capacity(items.len());
+    for (a, b) in parts {
+        k0.extend(a);
+        k1.extend(b);
+    }
+    (k0, k1)
+}
+
 /// Splits a raw PRG half into (seed with the LSB cleared, control bit = LSB).
 #[inline(always)]
 pub fn split(v: u128) -> (u128, bool) {
