@@ -276,6 +276,14 @@ impl<'w> Pipeline<'w> {
     }
 }
 
+/// The smallest and largest of `v` (infinities when empty).
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        })
+}
+
 /// Re-drawn splits for the float head's split spread (`harness eval`).
 const RESPLITS: usize = 10;
 
@@ -454,11 +462,7 @@ pub fn evaluate(
     // one accuracy figure has a standard error of ~1.4 points).
     let resplit = resplit_accuracies(&ftr, &ytr, &fte, &yte, RESPLITS)?;
     let mean = resplit.iter().sum::<f64>() / resplit.len() as f64;
-    let (lo, hi) = resplit
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
+    let (lo, hi) = min_max(&resplit);
     say(&format!(
         "float head on {RESPLITS} re-drawn 80/20 splits: mean {:.1} %, {:.1}-{:.1} %",
         100.0 * mean,
@@ -549,11 +553,7 @@ pub fn evaluate(
         let q_resplit = resplit_accuracies(&qtr, &ytr, &qte, &yte, RESPLITS)?;
         let q_mean = q_resplit.iter().sum::<f64>() / RESPLITS as f64;
         let gaps: Vec<f64> = resplit.iter().zip(&q_resplit).map(|(f, q)| f - q).collect();
-        let (gmin, gmax) = gaps
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-                (a.min(x), b.max(x))
-            });
+        let (gmin, gmax) = min_max(&gaps);
         say(&format!(
             "{q}: re-trained head on the {RESPLITS} re-drawn splits: mean {:.1} %, {:.1} points \
              below float on the same splits ({:.1}-{:.1})",

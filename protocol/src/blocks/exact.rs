@@ -17,8 +17,8 @@
 //! What a party sees beyond free indexing: w, uniform and independent of z; its own DCF
 //! key, which hides r_low (Boyle et al., Eurocrypt 2021); and, at P1 after a linear
 //! layer, the bits of z^ below the window (z^ is uniform: r is). The dealer learns
-//! nothing online. Cost per lookup: a DCF key of about 20 j bytes to each party, j
-//! levels of 3 AES blocks online, and k bits each way.
+//! nothing online. Cost per lookup: a DCF key of about 20 j bytes to each party, 2 j + 1
+//! AES blocks online, and k bits each way.
 
 use crate::engine::{need, Engine, Masked, Role, Truncation, Window};
 use crate::error::{ProtocolError, Result};
@@ -87,14 +87,6 @@ fn bits_mask(b: u32) -> u64 {
     }
 }
 
-fn kmask(k: u32) -> u32 {
-    if k >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << k) - 1
-    }
-}
-
 impl Engine {
     /// The window P0 sends P1 for a table on window `w` of a value only P0 holds: `w`
     /// itself, or with exact truncation, [0, j + k) (the comparison needs the low bits).
@@ -112,22 +104,17 @@ impl Engine {
         z: &'a Masked<R>,
         w: Window,
     ) -> Result<(Cow<'a, Masked<R>>, Window)> {
-        if self.truncation == Truncation::Exact && w.j > 0 {
-            let f = self.round_windows(&[(z, w)])?.pop().expect("one item");
-            Ok((Cow::Owned(f), Window { j: 0, k: w.k }))
-        } else {
-            Ok((Cow::Borrowed(z), w))
-        }
+        Ok(self.table_inputs(&[(z, w)])?.pop().expect("one item"))
     }
 
     /// What tables on windows `items` read, prepared together: with exact truncation, the
     /// items with j > 0 are rounded in one operation (one flight for all, instead of one
     /// per table) and come back with window [0, k); the others come back as they are.
     /// Pass the results to the tables instead of the originals.
-    pub fn table_inputs<R: Ring>(
+    pub fn table_inputs<'a, R: Ring>(
         &mut self,
-        items: &[(&Masked<R>, Window)],
-    ) -> Result<Vec<(Masked<R>, Window)>> {
+        items: &[(&'a Masked<R>, Window)],
+    ) -> Result<Vec<(Cow<'a, Masked<R>>, Window)>> {
         let exact = self.truncation == Truncation::Exact;
         let todo: Vec<(&Masked<R>, Window)> = items
             .iter()
@@ -145,9 +132,9 @@ impl Engine {
             .map(|&(z, w)| {
                 if exact && w.j > 0 {
                     let r = rounded.next().expect("one result per rounded item");
-                    (r, Window { j: 0, k: w.k })
+                    (Cow::Owned(r), Window { j: 0, k: w.k })
                 } else {
-                    (z.clone(), w)
+                    (Cow::Borrowed(z), w)
                 }
             })
             .collect())
@@ -159,7 +146,7 @@ impl Engine {
     ///
     /// Offline: dealer -> each party n dcf::key_bytes(j, 32) bytes per item (n its
     /// elements), and -> P1 4 n bytes (its share of s). Online: P0 <-> P1 n k bits per item
-    /// each way, one flight for all items; j levels of 3 AES blocks per element.
+    /// each way, one flight for all items; 2 j + 1 AES blocks per element.
     pub fn round_windows<R: Ring>(
         &mut self,
         items: &[(&Masked<R>, Window)],
@@ -186,27 +173,18 @@ impl Engine {
         let half = |w: &Window| 1u64 << (w.j - 1);
         match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
-                let mut seed = [0u8; 32];
-                rand_core::RngCore::fill_bytes(
-                    st.mat
-                        .as_mut()
-                        .ok_or_else(|| ProtocolError::Internal("dealer without material".into()))?,
-                    &mut seed,
-                );
                 let s_all: Vec<u32> = st.mask::<u32>(total);
                 let mut s_dealt = Vec::with_capacity(total);
                 let mut res = Vec::with_capacity(items.len());
                 let mut off = 0;
-                for (i, (z, w)) in items.iter().enumerate() {
-                    let (n, mk) = (z.len(), kmask(w.k));
+                for (z, w) in items {
+                    let (n, mk) = (z.len(), bits_mask(w.k) as u32);
                     let r = need(&z.r, "mask")?;
                     let rlow: Vec<u64> = r.iter().map(|v| v.to_u64() & bits_mask(w.j)).collect();
                     let s: Vec<u32> = s_all[off..off + n].iter().map(|v| v & mk).collect();
                     off += n;
-                    // one key stream per item
-                    seed[0] ^= i as u8;
+                    let seed = crate::blocks::lut::material_seed(&mut st)?;
                     let (k0, k1) = kernels::ops::dcf_gen_batch::<u32>(w.j, &rlow, 1, seed);
-                    seed[0] ^= i as u8;
                     for k in &k0 {
                         k.write_to(&mut st.blob0);
                     }
@@ -289,7 +267,7 @@ impl Engine {
                 let mut buf = vec![];
                 let mut off = 0;
                 for (z, w) in items {
-                    let (n, mk, lowm) = (z.len(), kmask(w.k), bits_mask(w.j));
+                    let (n, mk, lowm) = (z.len(), bits_mask(w.k) as u32, bits_mask(w.j));
                     let top = bits_mask(w.j + w.k);
                     let v: Vec<u64> = low_bits(*z, w.j + w.k)?
                         .iter()
@@ -326,7 +304,7 @@ impl Engine {
                 let mut rest = got.as_slice();
                 let mut res = Vec::with_capacity(items.len());
                 for (((z, w), m), idx) in items.iter().zip(&mine).zip(&idxs) {
-                    let mk = kmask(w.k);
+                    let mk = bits_mask(w.k) as u32;
                     let (theirs, r) = ring::unpack_bits(rest, z.len(), w.k, peer, "carry opening")?;
                     rest = r;
                     let hat = idx

@@ -107,7 +107,8 @@ pub fn resolve_mode(mode: LutMode, k: u32, out_bits: u32) -> LutMode {
     }
 }
 
-fn dpf_seed(st: &mut crate::engine::OpState) -> Result<[u8; 32]> {
+/// A fresh 32-byte seed from the dealer's material stream (key generation: DPF, DCF).
+pub(crate) fn material_seed(st: &mut crate::engine::OpState) -> Result<[u8; 32]> {
     let m = st
         .mat
         .as_mut()
@@ -252,7 +253,7 @@ impl Engine {
             (Role::Dealer, _) => {
                 let rho = mask_index(z, w)?;
                 if dpf_mode {
-                    let seed = dpf_seed(&mut st)?;
+                    let seed = material_seed(&mut st)?;
                     let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
                     write_keys(&k0, &mut st.blob0);
                     write_keys(&k1, &mut st.blob1);
@@ -339,7 +340,7 @@ impl Engine {
                 if dpf_mode {
                     let alpha: Vec<u32> =
                         rx.iter().zip(&ry).map(|(a, b)| (a << wy.k) | b).collect();
-                    let seed = dpf_seed(&mut st)?;
+                    let seed = material_seed(&mut st)?;
                     let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(k, &alpha, O::ONE, seed);
                     write_keys(&k0, &mut st.blob0);
                     write_keys(&k1, &mut st.blob1);
@@ -420,7 +421,7 @@ impl Engine {
         let s = match (self.role, self.is_online()) {
             (Role::Dealer, _) => {
                 let rho = mask_index(z, w)?;
-                let seed = dpf_seed(&mut st)?;
+                let seed = material_seed(&mut st)?;
                 let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
                 write_keys(&k0, &mut st.blob0);
                 write_keys(&k1, &mut st.blob1);
