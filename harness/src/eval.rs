@@ -118,7 +118,7 @@ impl<'w> Pipeline<'w> {
         let cfg = &weights.config;
         let consts = Consts::new(&quant, cfg, calib.first().map_or(1, |t| t.len()));
         let (embs, traces) = calibration_traces(weights, calib, cfg.layers)?;
-        let scales = quant::calibrate(&embs, &traces, &consts, &quant, CALIB_CLIP);
+        let scales = quant::calibrate(weights, &embs, &traces, &consts, &quant, CALIB_CLIP);
         Ok(Pipeline {
             weights,
             quant,

@@ -164,7 +164,7 @@ pub fn prepare(spec: &RunSpec) -> Result<Prepared> {
         .map(|_| random_tokens(&mut crng, &cfg, spec.seq))
         .collect();
     let (embs, traces) = calibration_traces(&weights, &calib, layers)?;
-    let scales = quant::calibrate(&embs, &traces, &consts, &spec.quant, 0.0);
+    let scales = quant::calibrate(&weights, &embs, &traces, &consts, &spec.quant, 0.0);
     let private = quant::quantize(&weights, &spec.quant, &consts, &scales, layers);
 
     // the client's sentences and their embedding, in the clear on the public table
