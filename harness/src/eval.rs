@@ -146,6 +146,16 @@ impl<'w> Pipeline<'w> {
         Consts::new(&self.quant, &self.weights.config, seq)
     }
 
+    /// What a head re-trained on this pipeline's embeddings is fitted to (the head file's
+    /// `features`): the model, pooling, config and quantizer version.
+    pub fn head_features(&self) -> String {
+        format!(
+            "minilm-l6 mean-pooled, {}, quantizer {}",
+            self.label(),
+            quant::QUANTIZER
+        )
+    }
+
     /// P0's private model for sequences of length `seq` with `head` as classifier.
     fn private(&self, c: &Consts, head: &Linear) -> PrivateModel {
         let layers = self.weights.config.layers;
@@ -517,7 +527,7 @@ pub fn evaluate(
         ));
         let ident = identity_head(h);
         let qtr = pipe.plain(&seqs(&data.train), &ident, &|_| {})?;
-        let retrained = train_head(&qtr, &ytr, &format!("minilm-l6 mean-pooled, {q}"))?;
+        let retrained = train_head(&qtr, &ytr, &pipe.head_features())?;
         retrained.save(&assets.heads_dir().join(format!("minilm-{q}.json")))?;
         let re_lin = retrained.to_linear();
         say(&format!("{q}: plaintext quantized model on the test split"));
@@ -695,21 +705,25 @@ pub fn head_for(
     let path = assets
         .heads_dir()
         .join(format!("minilm-{}.json", pipe.label()));
+    let features = pipe.head_features();
     if path.is_file() {
-        return Head::load(&path, h);
+        if let Some(head) = Head::load_for(&path, h, &features)? {
+            return Ok(head);
+        }
+        say(&format!(
+            "{} was trained on other embeddings (not {features}): training a new one",
+            path.display()
+        ));
+    } else {
+        say(&format!(
+            "no head for {} yet: training one on its embeddings of the training split (once; saved to {})",
+            pipe.label(),
+            path.display()
+        ));
     }
-    say(&format!(
-        "no head for {} yet: training one on its embeddings of the training split (once; saved to {})",
-        pipe.label(),
-        path.display()
-    ));
     let data = load_data(assets, None)?;
     let feats = pipe.plain(&seqs(&data.train), &identity_head(h), &|_| {})?;
-    let head = train_head(
-        &feats,
-        &labels(&data.train),
-        &format!("minilm-l6 mean-pooled, {}", pipe.label()),
-    )?;
+    let head = train_head(&feats, &labels(&data.train), &features)?;
     head.save(&path)?;
     Ok(head)
 }

@@ -69,6 +69,15 @@ impl Head {
         Self::from_json(&bytes, dim).with_context(|| format!("{}", path.display()))
     }
 
+    /// The head saved at `path` if it was trained on `features` (see [`Head::features`]);
+    /// `None` if it was trained on other features (another model, config or quantizer
+    /// version), so that the caller trains a new one rather than reading embeddings with a
+    /// head that was never fitted to them.
+    pub fn load_for(path: &Path, dim: usize, features: &str) -> Result<Option<Self>> {
+        let h = Self::load(path, dim)?;
+        Ok((h.features == features).then_some(h))
+    }
+
     /// Parses a head file's bytes (untrusted): JSON of a [`Head`] with `dim` finite
     /// weights and a finite bias, else an error (never a panic).
     pub fn from_json(bytes: &[u8], dim: usize) -> Result<Self> {
@@ -306,6 +315,10 @@ mod tests {
         assert!((back.b - h.b).abs() < 1e-12);
         assert!(back.w.iter().zip(&h.w).all(|(a, b)| (a - b).abs() < 1e-12));
         assert!(Head::load(&path, d + 1).is_err());
+        assert!(Head::load_for(&path, d, "test").unwrap().is_some());
+        assert!(Head::load_for(&path, d, "test, quantizer q0")
+            .unwrap()
+            .is_none());
         std::fs::write(&path, b"{\"w\": [1.0").unwrap();
         assert!(Head::load(&path, d).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -433,6 +433,11 @@ impl Consts {
     }
 }
 
+/// The quantizer's version, written into every head file trained on a quantized model's
+/// embeddings (a head fits one version's embeddings, not another's). q2: 1-bit scales
+/// fitted on the calibration outputs ([`sign_scales`]; q1 took mean |W|).
+pub const QUANTIZER: &str = "q2";
+
 /// Activation scales from calibration (private to P0).
 #[derive(Clone, Debug)]
 pub struct Scales {
