@@ -496,8 +496,9 @@ fn sign(w: f32) -> i64 {
 /// and u = x sign(W). That is the least-squares scale for the outputs the layer actually
 /// produces; mean |W_j| (the weight-space least-squares scale, the usual choice) ignores
 /// that LayerNorm outputs put most of their energy in a few channels. On the real model
-/// it moves the w1a4 re-trained head from 67.0 % to 70.1 % (docs/design.md). A channel
-/// whose fit is not positive (or with no rows) keeps mean |W_j|.
+/// it helps the 4-bit-activation configs by 1-5 points and costs the 8-bit ones about one
+/// (docs/design.md, "What was tried for w1a4"). A channel whose fit is not positive (or
+/// with no rows) keeps mean |W_j|.
 pub fn sign_scales(lin: &Linear, x: &[f32], y: &[f32]) -> Vec<f64> {
     let (din, dout) = (lin.d_in, lin.d_out);
     let weight_space = |j: usize| {
