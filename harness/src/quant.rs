@@ -491,6 +491,15 @@ fn sign(w: f32) -> i64 {
     }
 }
 
+/// Mean |W_j| of output channel j: the weight-space least-squares scale of sign(W_j).
+fn mean_abs(lin: &Linear, j: usize) -> f64 {
+    let (din, dout) = (lin.d_in, lin.d_out);
+    (0..din)
+        .map(|i| lin.w[i * dout + j].abs() as f64)
+        .sum::<f64>()
+        / din.max(1) as f64
+}
+
 /// The output-space scales of a 1-bit linear: alpha_j = <u_j, y_j> / |u_j|^2 over the
 /// calibration rows `x` (n x d_in), with y = x W (the float layer's output less its bias)
 /// and u = x sign(W). That is the least-squares scale for the outputs the layer actually
@@ -501,15 +510,9 @@ fn sign(w: f32) -> i64 {
 /// with no rows) keeps mean |W_j|.
 pub fn sign_scales(lin: &Linear, x: &[f32], y: &[f32]) -> Vec<f64> {
     let (din, dout) = (lin.d_in, lin.d_out);
-    let weight_space = |j: usize| {
-        (0..din)
-            .map(|i| lin.w[i * dout + j].abs() as f64)
-            .sum::<f64>()
-            / din.max(1) as f64
-    };
     let rows = x.len().checked_div(din).unwrap_or(0);
     if rows == 0 || y.len() != rows * dout {
-        return (0..dout).map(weight_space).collect();
+        return (0..dout).map(|j| mean_abs(lin, j)).collect();
     }
     let s: Vec<f32> = lin.w.iter().map(|&w| sign(w) as f32).collect();
     let u = matmul_f32(&x[..rows * din], &s, rows, din, dout);
@@ -526,7 +529,7 @@ pub fn sign_scales(lin: &Linear, x: &[f32], y: &[f32]) -> Vec<f64> {
             if den[j] > 0.0 && num[j] > 0.0 {
                 num[j] / den[j]
             } else {
-                weight_space(j)
+                mean_abs(lin, j)
             }
         })
         .collect()
@@ -608,34 +611,49 @@ pub fn calibrate(
             // the last LayerNorm feeds the head (8-bit weights) and, in models with a
             // pooler, the pooler (feed-forward bits)
             let ln2_pc = if l + 1 == layers { ffn } else { att };
-            let lw = &w.layers[l];
-            let prev: Vec<f32> = if l == 0 {
-                embs.iter().flatten().copied().collect()
+            let signs = if att && ffn {
+                SignScales::default()
             } else {
-                traces
-                    .iter()
-                    .flat_map(|t| t[l - 1].out.iter().copied())
-                    .collect()
-            };
-            let fit = |bits: u8, lin: &Linear, x: &[f32], y: Vec<f32>| -> Vec<f64> {
-                if bits == 1 {
-                    sign_scales(lin, x, &y)
-                } else {
-                    vec![]
+                // the 1-bit linears' calibration inputs, gathered only for them
+                let lw = &w.layers[l];
+                let fit = |one_bit: bool,
+                           lin: &Linear,
+                           x: &[f32],
+                           y: &dyn Fn(&LayerTrace) -> &Vec<f32>| {
+                    if one_bit {
+                        sign_scales(lin, x, &all(y))
+                    } else {
+                        vec![]
+                    }
+                };
+                let input = |one_bit: bool, f: &dyn Fn(&LayerTrace) -> &Vec<f32>| {
+                    if one_bit {
+                        all(f)
+                    } else {
+                        vec![]
+                    }
+                };
+                let prev: Vec<f32> = match (att, l) {
+                    (true, _) => vec![],
+                    (false, 0) => embs.iter().flatten().copied().collect(),
+                    (false, _) => traces
+                        .iter()
+                        .flat_map(|t| t[l - 1].out.iter().copied())
+                        .collect(),
+                };
+                let (ctx, ln1, gelu) = (
+                    input(!att, &|t| &t.ctx),
+                    input(!ffn, &|t| &t.ln1_out),
+                    input(!ffn, &|t| &t.gelu_out),
+                );
+                SignScales {
+                    q: fit(!att, &lw.q, &prev, &|t| &t.q),
+                    k: fit(!att, &lw.k, &prev, &|t| &t.k),
+                    v: fit(!att, &lw.v, &prev, &|t| &t.v),
+                    o: fit(!att, &lw.o, &ctx, &|t| &t.attn_out),
+                    ffn1: fit(!ffn, &lw.ffn1, &ln1, &|t| &t.ffn1_out),
+                    ffn2: fit(!ffn, &lw.ffn2, &gelu, &|t| &t.ffn2_out),
                 }
-            };
-            let (ctx, ln1, gelu) = (
-                all(&|t| &t.ctx),
-                all(&|t| &t.ln1_out),
-                all(&|t| &t.gelu_out),
-            );
-            let signs = SignScales {
-                q: fit(q.att_bits, &lw.q, &prev, all(&|t| &t.q)),
-                k: fit(q.att_bits, &lw.k, &prev, all(&|t| &t.k)),
-                v: fit(q.att_bits, &lw.v, &prev, all(&|t| &t.v)),
-                o: fit(q.att_bits, &lw.o, &ctx, all(&|t| &t.attn_out)),
-                ffn1: fit(q.w_bits, &lw.ffn1, &ln1, all(&|t| &t.ffn1_out)),
-                ffn2: fit(q.w_bits, &lw.ffn2, &gelu, all(&|t| &t.ffn2_out)),
             };
             LayerScales {
                 q: asym(all(&|t| &t.q)),
@@ -687,7 +705,7 @@ fn quantize_weights(lin: &Linear, bits: u8) -> (Vec<i64>, Vec<f64>) {
     for j in 0..dout {
         let col = (0..din).map(|i| lin.w[i * dout + j] as f64);
         if bits == 1 {
-            alpha[j] = col.clone().map(f64::abs).sum::<f64>() / din as f64;
+            alpha[j] = mean_abs(lin, j);
             for i in 0..din {
                 w[i * dout + j] = sign(lin.w[i * dout + j]);
             }
