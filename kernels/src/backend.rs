@@ -277,8 +277,9 @@ impl Simd {
 
 /// The kernels' rayon pool: `KERNELS_THREADS` threads, else one per available core
 /// (measured when the pool is first used: build it before pinning threads to cores, or
-/// it sees one core; `protocol::session` does). Every parallel kernel of [`crate::ops`]
-/// runs inside it.
+/// it sees one core; `protocol::session` does), worker i pinned to the i-th core this
+/// process may use (`KERNELS_PIN=0`: not pinned). Every parallel kernel of
+/// [`crate::ops`] runs inside it.
 pub fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -291,9 +292,21 @@ pub fn pool() -> &'static rayon::ThreadPool {
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
+        // Worker i stays on core i: unpinned, the scheduler would now and then keep two
+        // busy workers on one core for a whole run (measured here: a 2-thread product at
+        // the 1-thread time in most runs of `harness kernels`). KERNELS_PIN=0 turns it off.
+        let cores = match std::env::var("KERNELS_PIN").as_deref() {
+            Ok("0") => None,
+            _ => core_affinity::get_core_ids().filter(|c| c.len() > 1),
+        };
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("kernels-{i}"))
+            .start_handler(move |i| {
+                if let Some(cores) = &cores {
+                    core_affinity::set_for_current(cores[i % cores.len()]);
+                }
+            })
             .build()
             .expect("kernels: cannot build the rayon pool")
     })

@@ -2,12 +2,20 @@
 //!
 //! Layout follows the GotoBLAS scheme: B is packed into KC×NR column panels and A into
 //! MR×KC row panels, so the micro-kernel streams two contiguous buffers and keeps an MR×NR
-//! accumulator tile in registers. Four micro-kernels, chosen by [`Simd`]:
+//! accumulator tile in registers. A is packed once per product (every column block reads
+//! it); B block by block into an L2-sized buffer of the thread that uses it. Products are
+//! split over threads by columns (each thread packs and reads only its part of B, and
+//! sums into a private C that is added at the end), or by rows when there are too few
+//! columns. With the bert shapes (m = 128 rows against k×n weights of up to 7 MB) packing
+//! B is the only cost besides the micro-kernel: packing all of B up front and splitting
+//! rows, as before, left the kernel waiting on L3 and cost a third of the time.
+//! Four micro-kernels, chosen by [`Simd`]:
 //!
 //! - **AVX-512** (explicit intrinsics): MR = 8 rows × NR = two 512-bit vectors (64 u16,
 //!   32 u32 or 16 u64 columns), 16 accumulator registers; per k step two vector loads of
-//!   B, eight broadcasts of A and 16 `vpmullw/vpmulld/vpmullq` + `vpadd`. On Zen 4 the
-//!   multiplier (one 512-bit `vpmulld` per cycle) is the limit.
+//!   B, eight broadcasts of A and 16 `vpmullw/vpmulld/vpmullq` + `vpadd`. The multiplier
+//!   is the limit (measured on the Zen 5 development machine: two 512-bit `vpmulld` per
+//!   cycle, four `vpaddd`; 8×3, 6×4, 4×4 and 12×2 tiles measured no better).
 //! - **NEON** (explicit intrinsics, aarch64, u16 and u32): MR = 8 rows × NR = three
 //!   128-bit vectors (24 u16 or 12 u32 columns), 24 accumulator registers; per k step
 //!   three vector loads of B, one (u16) or two (u32) vector loads holding the 8 A values,
@@ -20,16 +28,17 @@
 //! - **Scalar reference** ([`matmul_scalar`]): the textbook triple loop, the test oracle.
 //!
 //! Wrapping arithmetic is associative, so any summation order gives the exact ring result.
-//! Row blocks of C are distributed over rayon threads; small products run sequentially
-//! on a simple row-axpy loop.
+//! Small products run sequentially on a simple row-axpy loop.
 
 use crate::backend::Simd;
 use crate::word::Word;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// Depth of a packed panel (entries of k per pass); KC·NR words of B stay in L1.
 const KC: usize = 256;
-/// Rows of C per parallel task (upper bound).
+/// Rows of C per row block (upper bound; a multiple of every MR).
 const MC: usize = 64;
 /// Bytes of B per packed block (KC × NC words), sized for L2.
 const NC_BYTES: usize = 256 * 1024;
@@ -37,6 +46,9 @@ const NC_BYTES: usize = 256 * 1024;
 const SMALL: usize = 1 << 15;
 /// Products with m·k·n below this are not split over threads.
 const PAR_MIN: usize = 1 << 18;
+/// A parallel product is split over columns when every thread gets at least this many
+/// micro-tile columns (NR wide), else over rows.
+const COL_SPLIT_PANELS: usize = 4;
 
 /// C = A·B mod 2^BITS for row-major A (m×k) and B (k×n); returns C (m×n, row-major).
 ///
@@ -166,6 +178,10 @@ pub fn transpose<W: Copy>(a: &[W], rows: usize, cols: usize) -> Vec<W> {
 }
 
 /// Shared driver: validates, zeroes when not accumulating, picks the path.
+///
+/// A is packed once for every depth block (every column block of B reads it); B is
+/// packed block by block into an L2-sized buffer (sequential), or all at once in
+/// parallel before one parallel pass over row blocks of C (one fork-join per product).
 #[allow(clippy::too_many_arguments)]
 fn gemm<W: Word>(
     simd: Simd,
@@ -202,115 +218,149 @@ fn gemm<W: Word>(
     } else {
         MC
     }
-    .clamp(mr, MC);
-    if parallel {
-        // B packed once, all blocks, in parallel; then one parallel pass over row blocks
-        // of C, each running every (column block, depth block) of its rows: one fork-join
-        // per product instead of one per packed block.
-        let blocks: Vec<(usize, usize)> = (0..n)
-            .step_by(nc)
-            .flat_map(|jc| (0..k).step_by(KC).map(move |pc| (jc, pc)))
-            .collect();
-        let sizes: Vec<usize> = blocks
-            .iter()
-            .map(|&(jc, pc)| nc.min(n - jc).div_ceil(nr) * nr * KC.min(k - pc))
-            .collect();
-        let total: usize = sizes.iter().sum();
-        // The packed B lives in a per-thread buffer kept across calls (fresh pages cost
-        // more than the product on some machines); a nested use gets a fresh one.
-        thread_local! {
-            static BPACK: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let blocks_words = (total * std::mem::size_of::<W>()).div_ceil(16);
-        BPACK.with(|cell| {
-            let mut fresh = Vec::new();
-            let mut guard = cell.try_borrow_mut();
-            let store: &mut Vec<u128> = match guard.as_mut() {
-                Ok(v) => v,
-                Err(_) => &mut fresh,
-            };
-            if store.len() < blocks_words {
-                store.resize(blocks_words, 0);
-            }
-            let all: &mut [W] = &mut bytemuck::cast_slice_mut::<u128, W>(&mut store[..])[..total];
-            let mut parts: Vec<&mut [W]> = Vec::with_capacity(blocks.len());
-            let mut rest = all;
-            for &sz in &sizes {
-                let (head, tail) = rest.split_at_mut(sz);
-                parts.push(head);
-                rest = tail;
-            }
-            parts
-                .par_iter_mut()
-                .zip(blocks.par_iter())
-                .for_each(|(dst, &(jc, pc))| {
-                    pack_b_into(b, n, pc, KC.min(k - pc), jc, nc.min(n - jc), nr, dst)
-                });
-            let packed: Vec<&[W]> = parts.into_iter().map(|p| &*p).collect();
-            run_row_blocks(simd, a, c, k, n, mc, mr, &blocks, &packed, nc);
-        });
-        return;
-    }
-    let mut bpack: Vec<W> = Vec::new();
-    for jc in (0..n).step_by(nc) {
-        let ncb = nc.min(n - jc);
-        for pc in (0..k).step_by(KC) {
+    .clamp(mr, MC / mr * mr);
+    let panels = m.div_ceil(mr);
+    with_scratch(&APACK, panels * mr * k, |apack: &mut [W]| {
+        pack_a(a, m, k, mr, apack, parallel);
+        let apack = &*apack;
+        // The packed rows ic..ic+mcb (ic a multiple of mr) of depth block pc.
+        let a_block = |ic: usize, mcb: usize, pc: usize| {
             let kc = KC.min(k - pc);
-            pack_b(b, n, pc, kc, jc, ncb, nr, &mut bpack);
-            let bp = &bpack[..];
-            let task = |apack: &mut Vec<W>, (blk, cblk): (usize, &mut [W])| {
-                let ic = blk * mc;
-                let mcb = cblk.len() / n;
-                pack_a(a, k, ic, mcb, pc, kc, mr, apack);
-                block_kernel::<W>(simd, apack, bp, cblk, n, jc, ncb, kc, mcb);
-            };
-            if parallel {
+            let start = panels * mr * pc + ic / mr * kc * mr;
+            &apack[start..start + mcb.div_ceil(mr) * kc * mr]
+        };
+        // Columns col0..col0+w of C, held in `cpart` (row stride `stride`, column col0
+        // at offset 0): B packed block by block into this thread's L2-sized buffer, every
+        // row block run against it while it is hot.
+        let column_pass = |cpart: &mut [W], stride: usize, col0: usize, w: usize| {
+            let most = nc.min(w).div_ceil(nr) * nr * KC.min(k);
+            with_scratch(&BPACK, most, |buf: &mut [W]| {
+                for jc in (col0..col0 + w).step_by(nc) {
+                    let ncb = nc.min(col0 + w - jc);
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        let bp = &mut buf[..ncb.div_ceil(nr) * nr * kc];
+                        pack_b(simd, b, n, pc, kc, jc, ncb, nr, bp);
+                        let bp = &*bp;
+                        for (blk, cblk) in cpart.chunks_mut(mc * stride).enumerate() {
+                            let (ic, mcb) = (blk * mc, cblk.len() / stride);
+                            let ap = a_block(ic, mcb, pc);
+                            block_kernel::<W>(simd, ap, bp, cblk, stride, jc - col0, ncb, kc, mcb);
+                        }
+                    }
+                }
+            });
+        };
+        let threads = rayon::current_num_threads();
+        if parallel && n >= threads * COL_SPLIT_PANELS * nr {
+            // Split over columns: B is read and packed once in all, each thread's blocks
+            // in its own cache; every thread sums into a private C that is then added.
+            let per = n.div_ceil(threads).div_ceil(nr) * nr;
+            // The threads' private sums share one scratch buffer, split into disjoint
+            // parts; then C's rows add them, in parallel.
+            let cols: Vec<(usize, usize)> =
+                (0..n).step_by(per).map(|j| (j, per.min(n - j))).collect();
+            with_scratch(&CPART, m * n, |all: &mut [W]| {
+                let mut parts: Vec<&mut [W]> = Vec::with_capacity(cols.len());
+                let mut rest = all;
+                for &(_, w) in &cols {
+                    let (head, tail) = rest.split_at_mut(m * w);
+                    parts.push(head);
+                    rest = tail;
+                }
+                parts
+                    .par_iter_mut()
+                    .zip(cols.par_iter())
+                    .for_each(|(cpart, &(col0, w))| {
+                        cpart.fill(W::ZERO);
+                        column_pass(cpart, w, col0, w);
+                    });
+                c.par_chunks_mut(n).enumerate().for_each(|(i, crow)| {
+                    for (part, &(col0, w)) in parts.iter().zip(&cols) {
+                        let src = &part[i * w..][..w];
+                        for (cv, &pv) in crow[col0..col0 + w].iter_mut().zip(src) {
+                            *cv = cv.wadd(pv);
+                        }
+                    }
+                });
+            });
+        } else if parallel {
+            // Too few columns to split: row blocks in parallel, every one against all of
+            // B packed once up front.
+            let blocks: Vec<(usize, usize)> = (0..n)
+                .step_by(nc)
+                .flat_map(|jc| (0..k).step_by(KC).map(move |pc| (jc, pc)))
+                .collect();
+            let size = |(jc, pc): (usize, usize)| nc.min(n - jc).div_ceil(nr) * nr * KC.min(k - pc);
+            let total: usize = blocks.iter().map(|&blk| size(blk)).sum();
+            with_scratch(&BPACK, total, |all: &mut [W]| {
+                let mut parts: Vec<&mut [W]> = Vec::with_capacity(blocks.len());
+                let mut rest = all;
+                for &blk in &blocks {
+                    let (head, tail) = rest.split_at_mut(size(blk));
+                    parts.push(head);
+                    rest = tail;
+                }
+                parts
+                    .par_iter_mut()
+                    .zip(blocks.par_iter())
+                    .for_each(|(dst, &(jc, pc))| {
+                        pack_b(simd, b, n, pc, KC.min(k - pc), jc, nc.min(n - jc), nr, dst)
+                    });
+                let packed: Vec<&[W]> = parts.into_iter().map(|p| &*p).collect();
                 c.par_chunks_mut(mc * n)
                     .enumerate()
-                    .for_each_init(Vec::new, task);
-            } else {
-                let mut apack = Vec::new();
-                for item in c.chunks_mut(mc * n).enumerate() {
-                    task(&mut apack, item);
-                }
-            }
+                    .for_each(|(blk, cblk)| {
+                        let (ic, mcb) = (blk * mc, cblk.len() / n);
+                        for (&(jc, pc), bp) in blocks.iter().zip(&packed) {
+                            let (kc, ncb) = (KC.min(k - pc), nc.min(n - jc));
+                            let ap = a_block(ic, mcb, pc);
+                            block_kernel::<W>(simd, ap, bp, cblk, n, jc, ncb, kc, mcb);
+                        }
+                    });
+            });
+        } else {
+            column_pass(c, n, 0, n);
         }
-    }
+    });
 }
 
-/// The parallel pass of [`gemm`]: row blocks of C (`mc` rows) in parallel, each running
-/// every packed (column block, depth block) of B (`blocks[i]` = (jc, pc), packed in
-/// `packed[i]`).
-#[allow(clippy::too_many_arguments)]
-fn run_row_blocks<W: Word>(
-    simd: Simd,
-    a: &[W],
-    c: &mut [W],
-    k: usize,
-    n: usize,
-    mc: usize,
-    mr: usize,
-    blocks: &[(usize, usize)],
-    packed: &[&[W]],
-    nc: usize,
-) {
-    c.par_chunks_mut(mc * n)
-        .enumerate()
-        .for_each_init(Vec::new, |apack, (blk, cblk)| {
-            let ic = blk * mc;
-            let mcb = cblk.len() / n;
-            for (&(jc, pc), bp) in blocks.iter().zip(packed) {
-                let (kc, ncb) = (KC.min(k - pc), nc.min(n - jc));
-                pack_a(a, k, ic, mcb, pc, kc, mr, apack);
-                block_kernel::<W>(simd, apack, bp, cblk, n, jc, ncb, kc, mcb);
-            }
-        });
+thread_local! {
+    // Packing buffers kept across calls: fresh pages cost more than the product on some
+    // machines. u128 storage so that any word type is aligned in it.
+    static APACK: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+    static BPACK: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+    static CPART: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `words` words of this thread's packing buffer `key` (contents
+/// unspecified), grown as needed; a nested use on the same thread gets a fresh buffer.
+fn with_scratch<W: Word, R>(
+    key: &'static LocalKey<RefCell<Vec<u128>>>,
+    words: usize,
+    f: impl FnOnce(&mut [W]) -> R,
+) -> R {
+    key.with(|cell| {
+        let mut fresh = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let store: &mut Vec<u128> = match guard.as_mut() {
+            Ok(v) => v,
+            Err(_) => &mut fresh,
+        };
+        let need = (words * std::mem::size_of::<W>()).div_ceil(16);
+        if store.len() < need {
+            store.resize(need, 0);
+        }
+        f(&mut bytemuck::cast_slice_mut::<u128, W>(&mut store[..need])[..words])
+    })
 }
 
 /// Rows per micro-tile of the AVX2 / portable kernels.
 const MR: usize = 4;
 /// Rows per micro-tile of the AVX-512 kernels.
 const MR512: usize = 8;
+/// 512-bit vectors of B per micro-tile row of the AVX-512 kernels.
+const NV512: usize = 2;
 
 /// Rows per micro-tile of the NEON kernels.
 const MR_NEON: usize = 8;
@@ -325,7 +375,7 @@ fn neon_tiles<W: Word>(simd: Simd) -> bool {
 /// (rows, columns) of the micro-tile of a SIMD level (see the module docs).
 fn geometry<W: Word>(simd: Simd) -> (usize, usize) {
     if simd == Simd::Avx512 && cfg!(target_arch = "x86_64") {
-        return (MR512, 2 * 512 / W::BITS as usize);
+        return (MR512, NV512 * 512 / W::BITS as usize);
     }
     if neon_tiles::<W>(simd) {
         return (MR_NEON, 3 * 128 / W::BITS as usize);
@@ -354,35 +404,11 @@ fn small_gemm<W: Word>(a: &[W], b: &[W], c: &mut [W], k: usize, n: usize) {
     }
 }
 
-/// Packs B[pc..pc+kc, jc..jc+ncb] into panels of `nr` columns: panel p holds
-/// `kc` rows of `nr` words (zero-padded past column ncb).
+/// Packs B[pc..pc+kc, jc..jc+ncb] into `out` (exactly `ceil(ncb / nr)·kc·nr` words):
+/// panel p holds `kc` rows of `nr` words, zero-padded past column ncb.
 #[allow(clippy::too_many_arguments)]
-fn pack_b<W: Word>(
-    b: &[W],
-    n: usize,
-    pc: usize,
-    kc: usize,
-    jc: usize,
-    ncb: usize,
-    nr: usize,
-    out: &mut Vec<W>,
-) {
-    let panels = ncb.div_ceil(nr);
-    out.clear();
-    out.resize(panels * kc * nr, W::ZERO);
-    for (p, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
-        let j0 = jc + p * nr;
-        let w = nr.min(jc + ncb - j0);
-        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let src = &b[(pc + kk) * n + j0..][..w];
-            dst[..w].copy_from_slice(src);
-        }
-    }
-}
-
-/// [`pack_b`] into a slice of exactly `ceil(ncb / nr)·kc·nr` words.
-#[allow(clippy::too_many_arguments)]
-fn pack_b_into<W: Word>(
+#[inline(always)]
+fn pack_b_body<W: Word>(
     b: &[W],
     n: usize,
     pc: usize,
@@ -393,42 +419,86 @@ fn pack_b_into<W: Word>(
     out: &mut [W],
 ) {
     debug_assert_eq!(out.len(), ncb.div_ceil(nr) * kc * nr);
-    for (p, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
-        let j0 = jc + p * nr;
-        let w = nr.min(jc + ncb - j0);
-        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            let src = &b[(pc + kk) * n + j0..][..w];
-            dst[..w].copy_from_slice(src);
-            dst[w..].fill(W::ZERO);
+    // Row by row of B, so the reads stream; each row fills one line of every panel.
+    let panel_words = kc * nr;
+    for kk in 0..kc {
+        let row = &b[(pc + kk) * n + jc..][..ncb];
+        for (p, src) in row.chunks(nr).enumerate() {
+            let dst = &mut out[p * panel_words + kk * nr..][..nr];
+            if src.len() == nr {
+                copy_line(dst, src);
+            } else {
+                dst[..src.len()].copy_from_slice(src);
+                dst[src.len()..].fill(W::ZERO);
+            }
         }
     }
 }
 
-/// Packs A[ic..ic+mcb, pc..pc+kc] into panels of `mr` rows: panel q holds `kc` groups
-/// of `mr` words (column kk of the `mr` rows), zero-padded past row mcb.
-#[allow(clippy::too_many_arguments)]
-fn pack_a<W: Word>(
-    a: &[W],
-    k: usize,
-    ic: usize,
-    mcb: usize,
-    pc: usize,
-    kc: usize,
-    mr: usize,
-    out: &mut Vec<W>,
-) {
-    let panels = mcb.div_ceil(mr);
-    out.clear();
-    out.resize(panels * kc * mr, W::ZERO);
-    for (q, panel) in out.chunks_exact_mut(kc * mr).enumerate() {
-        let r0 = q * mr;
-        let h = mr.min(mcb - r0);
-        for r in 0..h {
-            let src = &a[(ic + r0 + r) * k + pc..][..kc];
-            for (kk, &v) in src.iter().enumerate() {
-                panel[kk * mr + r] = v;
+simd_dispatch! {
+    /// [`pack_b_body`], with 256-bit moves where AVX2 exists.
+    fn pack_b<W: Word>(
+        b: &[W],
+        n: usize,
+        pc: usize,
+        kc: usize,
+        jc: usize,
+        ncb: usize,
+        nr: usize,
+        out: &mut [W],
+    ) => pack_b_body
+}
+
+/// `dst.copy_from_slice(src)` for one panel line, inlined for the line sizes of the
+/// micro-kernels (a call to `memcpy` per 128-byte line cost as much as the copy).
+#[inline(always)]
+fn copy_line<W: Word>(dst: &mut [W], src: &[W]) {
+    fn fixed<const B: usize>(d: &mut [u8], s: &[u8]) {
+        let d: &mut [u8; B] = d.try_into().expect("line length");
+        *d = *<&[u8; B]>::try_from(s).expect("line length");
+    }
+    let (d, s): (&mut [u8], &[u8]) = (bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
+    match s.len() {
+        128 => fixed::<128>(d, s),
+        64 => fixed::<64>(d, s),
+        48 => fixed::<48>(d, s),
+        32 => fixed::<32>(d, s),
+        _ => d.copy_from_slice(s),
+    }
+}
+
+/// Packs all of A (m×k) into `out` (exactly `ceil(m / mr)·mr·k` words): depth blocks of
+/// KC columns one after the other, each holding every panel of `mr` rows as `kc` groups
+/// of `mr` words (column kk of the panel's rows), zero-padded past row m. Depth blocks
+/// are packed in parallel when `parallel`.
+fn pack_a<W: Word>(a: &[W], m: usize, k: usize, mr: usize, out: &mut [W], parallel: bool) {
+    let panels = m.div_ceil(mr);
+    debug_assert_eq!(out.len(), panels * mr * k);
+    let depth_block = |(d, seg): (usize, &mut [W])| {
+        let pc = d * KC;
+        let kc = KC.min(k - pc);
+        for (q, panel) in seg.chunks_exact_mut(kc * mr).enumerate() {
+            let r0 = q * mr;
+            let h = mr.min(m - r0);
+            if h < mr {
+                panel.fill(W::ZERO);
+            }
+            for r in 0..h {
+                let src = &a[(r0 + r) * k + pc..][..kc];
+                for (kk, &v) in src.iter().enumerate() {
+                    panel[kk * mr + r] = v;
+                }
             }
         }
+    };
+    if parallel {
+        out.par_chunks_mut(panels * mr * KC)
+            .enumerate()
+            .for_each(depth_block);
+    } else {
+        out.chunks_mut(panels * mr * KC)
+            .enumerate()
+            .for_each(depth_block);
     }
 }
 
@@ -561,7 +631,7 @@ fn micro<W: Word, const NR: usize>(apanel: &[W], bpanel: &[W]) -> [[W; NR]; MR] 
 /// The AVX-512 micro-kernels: MR512 × (2 vectors) tiles, explicit intrinsics.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::MR512;
+    use super::{MR512, NV512};
     use crate::word::Word;
     use core::arch::x86_64::*;
 
@@ -585,40 +655,45 @@ mod avx512 {
                 kc: usize,
                 mcb: usize,
             ) {
-                const NR: usize = 2 * $lanes;
+                const NR: usize = NV512 * $lanes;
                 for (p, bpanel) in bp.chunks_exact(kc * NR).enumerate() {
                     let j0 = jc + p * NR;
                     let w = NR.min(jc + ncb - j0);
                     for (q, apanel) in ap.chunks_exact(kc * MR512).enumerate() {
                         let r0 = q * MR512;
                         let h = MR512.min(mcb - r0);
-                        let mut acc = [_mm512_setzero_si512(); 2 * MR512];
+                        let mut acc = [_mm512_setzero_si512(); NV512 * MR512];
                         let (pa, pb) = (apanel.as_ptr(), bpanel.as_ptr());
                         for kk in 0..kc {
-                            let b0 = _mm512_loadu_si512(pb.add(kk * NR).cast());
-                            let b1 = _mm512_loadu_si512(pb.add(kk * NR + $lanes).cast());
+                            let mut bv = [_mm512_setzero_si512(); NV512];
+                            for (v, b) in bv.iter_mut().enumerate() {
+                                *b = _mm512_loadu_si512(pb.add(kk * NR + v * $lanes).cast());
+                            }
                             for i in 0..MR512 {
                                 let av = $set1(*pa.add(kk * MR512 + i) as $as);
-                                acc[2 * i] = $add(acc[2 * i], $mul(av, b0));
-                                acc[2 * i + 1] = $add(acc[2 * i + 1], $mul(av, b1));
+                                for v in 0..NV512 {
+                                    acc[NV512 * i + v] = $add(acc[NV512 * i + v], $mul(av, bv[v]));
+                                }
                             }
                         }
                         if h == MR512 && w == NR {
-                            for (i, pair) in acc.chunks_exact(2).enumerate() {
+                            for (i, row) in acc.chunks_exact(NV512).enumerate() {
                                 let c = cblk.as_mut_ptr().add((r0 + i) * n + j0);
-                                let c0 = _mm512_loadu_si512(c.cast());
-                                let c1 = _mm512_loadu_si512(c.add($lanes).cast());
-                                _mm512_storeu_si512(c.cast(), $add(c0, pair[0]));
-                                _mm512_storeu_si512(c.add($lanes).cast(), $add(c1, pair[1]));
+                                for (v, &x) in row.iter().enumerate() {
+                                    let cv = c.add(v * $lanes);
+                                    let c0 = _mm512_loadu_si512(cv.cast());
+                                    _mm512_storeu_si512(cv.cast(), $add(c0, x));
+                                }
                             }
                         } else {
                             let mut t = [[0 as $t; NR]; MR512];
-                            for (i, row) in t.iter_mut().enumerate() {
-                                _mm512_storeu_si512(row.as_mut_ptr().cast(), acc[2 * i]);
-                                _mm512_storeu_si512(
-                                    row.as_mut_ptr().add($lanes).cast(),
-                                    acc[2 * i + 1],
-                                );
+                            for (i, trow) in t.iter_mut().enumerate() {
+                                for v in 0..NV512 {
+                                    _mm512_storeu_si512(
+                                        trow.as_mut_ptr().add(v * $lanes).cast(),
+                                        acc[NV512 * i + v],
+                                    );
+                                }
                             }
                             for (i, trow) in t.iter().enumerate().take(h) {
                                 let crow = &mut cblk[(r0 + i) * n + j0..][..w];
@@ -984,6 +1059,42 @@ mod tests {
         let mut c = vec![7u16; 4];
         matmul_into(&[1u16, 0, 0, 1], &[1u16, 2, 3, 4], &mut c, 2, 2, 2, false);
         assert_eq!(c, vec![1, 2, 3, 4]);
+    }
+
+    /// Both parallel splits (over columns, and over rows when there are too few
+    /// columns), with uneven parts and accumulation, on a 3-thread pool whatever the
+    /// machine.
+    fn check_parallel<W: Word>(rng: &mut ChaCha8Rng) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for &(m, k, n) in &[
+                (70usize, 520usize, 1100usize),
+                (1000, 300, 130),
+                (9, 260, 777),
+            ] {
+                let a = rand_words::<W>(rng, m * k);
+                let b = rand_words::<W>(rng, k * n);
+                let want = naive(&a, &b, m, k, n);
+                assert_eq!(matmul(&a, &b, m, k, n), want, "{m}x{k}x{n}");
+                let mut c = rand_words::<W>(rng, m * n);
+                let c0 = c.clone();
+                matmul_into(&a, &b, &mut c, m, k, n, true);
+                for i in 0..m * n {
+                    assert_eq!(c[i], c0[i].wadd(want[i]), "{m}x{k}x{n} accumulate");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn parallel_splits_match_naive() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        check_parallel::<u16>(&mut rng);
+        check_parallel::<u32>(&mut rng);
+        check_parallel::<u64>(&mut rng);
     }
 
     #[test]
