@@ -223,7 +223,7 @@ impl BertProgram<'_> {
         let ex = e.lut::<S, u64>(&sm, c.w_exp(), &t.exp)?;
         let esum = e.sum_last(&ex);
         let em = e.open(&esum, Reveal::Both)?;
-        // ln E over 16-bit windows of E (it spans n .. n e^sat), each higher one selected
+        // ln E over 12-bit windows of E (it spans n .. n e^sat), each higher one selected
         // by a 0/1 table on its own index: L = L_0 + sum_i b_i (L_i - L_(i-1)), which
         // telescopes to the highest selected window (selection is monotone in i)
         // (every table before the first opening starts: a table's own exchange, with exact

@@ -67,16 +67,29 @@ impl fmt::Display for QuantConfig {
 /// and with it every probability of the row is wrong: keys more than ~6 below the
 /// saturation point get p ~ 1 when the top key saturates. At 15 that was 7.7 % of the
 /// rows of layer 0 (one row in 13 wrong; cosine of the w8a8 embedding 0.93 with float);
-/// at 27, 0.3 % of the rows saturate. 27 is what [`LN_WINDOWS`] 16-bit windows of ln E,
-/// [`LN_SPACING`] bits apart, cover (`w_ln`), and E = n e^27 2^fe still fits Z/2^61
-/// with fe >= 8 for n <= 512.
+/// at 27, 0.3 % of the rows saturate. 27 is what [`LN_WINDOWS`] windows of ln E,
+/// [`LN_BITS`] bits each and [`LN_SPACING`] bits apart, cover (`w_ln`), and E = n e^27 2^fe
+/// still fits Z/2^61 with fe >= 8 for n <= 512.
 pub const SAT: f64 = 27.0;
 
-/// Windows of E read for ln E, and the bits between consecutive windows: window i + 1 is
-/// selected when its index is >= 8 (E >= 2^(j_i + LN_SPACING + 3)), where window i is at
-/// the edge of its 16 bits, so each selected window keeps >= 3 significant bits.
-pub const LN_WINDOWS: usize = 3;
-pub const LN_SPACING: u32 = 13;
+/// Windows of E read for ln E, their width, the bits between consecutive windows, and
+/// the index from which a window is selected: window i + 1 is selected when its index
+/// is at least 2^LN_SELECT_BITS (E >= 2^(j_i + LN_SPACING + LN_SELECT_BITS)), where
+/// window i still holds E (LN_SPACING + LN_SELECT_BITS <= LN_BITS), so each selected
+/// window keeps at least 4 significant bits (E to within 1/32 when rounded to nearest:
+/// ln E within 0.03).
+///
+/// Five 12-bit windows instead of three 16-bit ones selected from index 8 (3 bits): one
+/// table per row and window, each a DPF over the window's domain, so 9 tables of 2^12 per
+/// row instead of 5 of 2^16, 9x fewer AES blocks. The 16-bit windows took 1.7 s of
+/// bert-base's 6.2 s online on the 2-core machine, more than the 2.4 M exp lookups of the
+/// same rows. Selecting from index 8 with 12-bit windows (3 bits where selected, as the
+/// 16-bit design) cost w1a4 0.8 points over re-drawn splits; from 16 it keeps a bit more
+/// than the 16-bit design did.
+pub const LN_WINDOWS: usize = 5;
+pub const LN_BITS: u32 = 12;
+pub const LN_SPACING: u32 = 8;
+pub const LN_SELECT_BITS: u32 = 4;
 
 /// The GELU table's input window covers +-2^(GELU_RANGE_BITS - 1) = +-32. Real FFN1
 /// outputs reach ~25 (all-MiniLM-L6-v2: one token per sequence in one channel of layers
@@ -191,7 +204,7 @@ impl Consts {
                 .floor()
                 .clamp(8.0, 40.0) as u32,
             sat: SAT,
-            kl: 16,
+            kl: LN_BITS,
             fres: 12,
             fg: 6,
             // linear outputs within +-2^(31 - flin) = +-512: real models' FFN2 outputs
@@ -266,11 +279,12 @@ impl Consts {
         Window { j, k: 9 }
     }
     /// Row sums E -> ln E, window `i` of [`LN_WINDOWS`]: the lowest starts where
-    /// E >= n 2^fe (Jensen: the centred scores sum to 0) keeps 4 significant bits (an
-    /// index step of 2^-3 n 2^fe); window i + 1 is [`LN_SPACING`] bits higher and is
-    /// selected when its index is at least 8.
+    /// E >= n 2^fe (Jensen: the centred scores sum to 0) keeps 5 significant bits (an
+    /// index step of 2^-4 n 2^fe, at least the [`LN_SELECT_BITS`] + 1 of a selected
+    /// window); window i + 1 is [`LN_SPACING`] bits higher and is selected when its index
+    /// is at least 2^LN_SELECT_BITS.
     pub fn w_ln(&self, i: usize) -> Window {
-        let j = (self.n as f64).log2().floor() as u32 + self.fe - 3;
+        let j = (self.n as f64).log2().floor() as u32 + self.fe - LN_SELECT_BITS;
         Window {
             j: j + LN_SPACING * i as u32,
             k: self.kl,
@@ -406,9 +420,9 @@ impl Consts {
             t
         }
     }
-    /// 1 where a higher window of E is used (index >= 8), else 0.
+    /// 1 where a higher window of E is used (index >= 2^[`LN_SELECT_BITS`]), else 0.
     pub fn t_ln_sel<O: protocol::ring::Ring>(&self) -> Table<O> {
-        Table::from_fn(self.kl, false, |i| i64::from(i >= 8))
+        Table::from_fn(self.kl, false, |i| i64::from(i >= 1 << LN_SELECT_BITS))
     }
     /// p = exp(d) as 8 bits (0..255); the index range is read as [-(W - P_TOP), P_TOP), and
     /// d > 0 (only in rows past the saturation of exp) gives 255.
@@ -433,10 +447,11 @@ impl Consts {
     }
 }
 
-/// The quantizer's version, written into every head file trained on a quantized model's
-/// embeddings (a head fits one version's embeddings, not another's). q2: 1-bit scales
-/// fitted on the calibration outputs ([`sign_scales`]; q1 took mean |W|).
-pub const QUANTIZER: &str = "q2";
+/// The quantized model's version, written into every head file trained on a quantized
+/// model's embeddings (a head fits one version's embeddings, not another's). q2: 1-bit
+/// scales fitted on the calibration outputs ([`sign_scales`]; q1 took mean |W|); q3: ln E
+/// over five 12-bit windows ([`LN_WINDOWS`]; q2 read three 16-bit ones).
+pub const QUANTIZER: &str = "q3";
 
 /// Activation scales from calibration (private to P0).
 #[derive(Clone, Debug)]
@@ -1050,14 +1065,14 @@ mod tests {
                 let units = |w: Window| 2f64.powi(w.j as i32) / c.s_scale();
                 assert!(units(c.w_exp()) <= 0.5 && units(c.w_exp()) * 512.0 >= 128.0);
                 assert!(units(c.w_p()) < 0.22 && units(c.w_p()) * 1024.0 >= P_SPAN);
-                // ln E: the low window keeps 4 significant bits at E = n 2^fe, the top
+                // ln E: the low window keeps 5 significant bits at E = n 2^fe, the top
                 // one covers n e^sat 2^fe, and no window wraps below the next one's
-                // threshold 8 2^j_next
+                // threshold 2^(LN_SELECT_BITS + j_next)
                 let (lo, top) = (c.w_ln(0), c.w_ln(LN_WINDOWS - 1));
-                assert!((seq as f64 * 2f64.powi(c.fe as i32)) >= 8.0 * 2f64.powi(lo.j as i32));
+                assert!((seq as f64 * 2f64.powi(c.fe as i32)) >= 16.0 * 2f64.powi(lo.j as i32));
                 assert!(c.e_max() < 2f64.powi((top.j + top.k) as i32) && top.j + top.k <= 63);
                 for i in 1..LN_WINDOWS {
-                    assert!(c.w_ln(i - 1).j + c.kl >= c.w_ln(i).j + 3);
+                    assert!(c.w_ln(i - 1).j + c.kl >= c.w_ln(i).j + LN_SELECT_BITS);
                 }
                 // the exp outputs keep >= 8 fractional bits
                 assert!(
