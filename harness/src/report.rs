@@ -330,10 +330,39 @@ pub fn write_csv_atomically(w: csv::Writer<Vec<u8>>, path: &Path) -> anyhow::Res
 /// after a crash. The temporary name is unique per process and call (threads writing the
 /// same path do not share one) and is created new (never through a planted link); it is
 /// removed on error.
+///
+/// A symbolic link is followed (the file it names is replaced, the link stays), and a
+/// path that is neither a regular file nor a directory (`/dev/null`, a FIFO, a terminal)
+/// is written in place: a rename would replace the device with a regular file (`--csv
+/// /dev/null` run as root once turned the machine's /dev/null into one).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => {
+                resolved = target;
+                resolved.as_path()
+            }
+            // a dangling link: replaced by the file, as before
+            Err(_) => path,
+        },
+        _ => path,
+    };
+    if let Ok(md) = std::fs::metadata(path) {
+        if !md.is_file() && !md.is_dir() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(|e| {
+                    anyhow::Error::new(e).context(format!("writing {}", path.display()))
+                })?;
+            return Ok(());
+        }
+    }
     let name = path
         .file_name()
         .ok_or_else(|| anyhow::anyhow!("{} is not a file path", path.display()))?;
@@ -383,6 +412,62 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("qbert-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A FIFO (as /dev/null or a pipe: not a regular file) is written in place and stays
+    /// a FIFO; its reader gets the bytes. (The reader is opened non-blocking first, so a
+    /// regression fails the assertions instead of hanging.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_is_written_in_place_not_replaced() {
+        use std::io::Read;
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        const O_NONBLOCK: i32 = 0o4000;
+        let dir = scratch_dir("atomic-fifo");
+        let fifo = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !matches!(made, Ok(s) if s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        write_atomically(&fifo, b"row 1\n").unwrap();
+        let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(ft.is_fifo(), "the FIFO was replaced: {ft:?}");
+        let mut got = [0u8; 16];
+        let n = reader.read(&mut got).unwrap_or(0);
+        assert_eq!(&got[..n], b"row 1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A symbolic link is followed: its target gets the bytes, the link stays a link.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_followed_not_replaced() {
+        let dir = scratch_dir("atomic-link");
+        let target = dir.join("target.json");
+        let link = dir.join("link.json");
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomically(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read(&link).unwrap(), b"new");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn threads_writing_one_path_each_leave_a_whole_file() {

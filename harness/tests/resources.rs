@@ -201,6 +201,8 @@ fn crypten_estimate_is_close_to_a_measured_small_run() {
 /// naming the estimate and the limit; `--no-resource-check` lets it through.
 #[test]
 fn cli_refuses_a_run_above_the_memory_limit() {
+    let csv = std::env::temp_dir().join(format!("qbert-memlimit-{}.csv", std::process::id()));
+    let csv = csv.to_str().unwrap().to_string();
     let run_cli = |extra: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
             .args([
@@ -213,7 +215,7 @@ fn cli_refuses_a_run_above_the_memory_limit() {
                 "8",
                 "--quiet",
             ])
-            .args(["--net", "none", "--verify", "false", "--csv", "/dev/null"])
+            .args(["--net", "none", "--verify", "false", "--csv", &csv])
             .args(extra)
             .env("QBERT_MEM_LIMIT", "1M")
             .output()
@@ -231,4 +233,5 @@ fn cli_refuses_a_run_above_the_memory_limit() {
     );
     let (ok, err) = run_cli(&["--no-resource-check"]);
     assert!(ok, "{err}");
+    let _ = std::fs::remove_file(&csv);
 }

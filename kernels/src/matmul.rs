@@ -179,9 +179,10 @@ pub fn transpose<W: Copy>(a: &[W], rows: usize, cols: usize) -> Vec<W> {
 
 /// Shared driver: validates, zeroes when not accumulating, picks the path.
 ///
-/// A is packed once for every depth block (every column block of B reads it); B is
-/// packed block by block into an L2-sized buffer (sequential), or all at once in
-/// parallel before one parallel pass over row blocks of C (one fork-join per product).
+/// A is packed once for every depth block (every column block of B reads it). B is
+/// packed block by block into an L2-sized buffer of the thread that uses it (sequential,
+/// and parallel split over columns), or, when there are too few columns to split, all
+/// at once in parallel before one parallel pass over row blocks of C.
 #[allow(clippy::too_many_arguments)]
 fn gemm<W: Word>(
     simd: Simd,
@@ -261,13 +262,7 @@ fn gemm<W: Word>(
             let cols: Vec<(usize, usize)> =
                 (0..n).step_by(per).map(|j| (j, per.min(n - j))).collect();
             with_scratch(&CPART, m * n, |all: &mut [W]| {
-                let mut parts: Vec<&mut [W]> = Vec::with_capacity(cols.len());
-                let mut rest = all;
-                for &(_, w) in &cols {
-                    let (head, tail) = rest.split_at_mut(m * w);
-                    parts.push(head);
-                    rest = tail;
-                }
+                let mut parts = split_parts(all, cols.iter().map(|&(_, w)| m * w));
                 parts
                     .par_iter_mut()
                     .zip(cols.par_iter())
@@ -294,13 +289,7 @@ fn gemm<W: Word>(
             let size = |(jc, pc): (usize, usize)| nc.min(n - jc).div_ceil(nr) * nr * KC.min(k - pc);
             let total: usize = blocks.iter().map(|&blk| size(blk)).sum();
             with_scratch(&BPACK, total, |all: &mut [W]| {
-                let mut parts: Vec<&mut [W]> = Vec::with_capacity(blocks.len());
-                let mut rest = all;
-                for &blk in &blocks {
-                    let (head, tail) = rest.split_at_mut(size(blk));
-                    parts.push(head);
-                    rest = tail;
-                }
+                let mut parts = split_parts(all, blocks.iter().map(|&blk| size(blk)));
                 parts
                     .par_iter_mut()
                     .zip(blocks.par_iter())
@@ -331,6 +320,19 @@ thread_local! {
     static APACK: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
     static BPACK: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
     static CPART: RefCell<Vec<u128>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Consecutive disjoint parts of `all` with the given lengths (their sum at most
+/// `all.len()`).
+fn split_parts<W>(all: &mut [W], lens: impl Iterator<Item = usize>) -> Vec<&mut [W]> {
+    let mut parts = Vec::new();
+    let mut rest = all;
+    for len in lens {
+        let (head, tail) = rest.split_at_mut(len);
+        parts.push(head);
+        rest = tail;
+    }
+    parts
 }
 
 /// Runs `f` on `words` words of this thread's packing buffer `key` (contents
