@@ -157,11 +157,15 @@ fn mean_pooling_model_tracks_the_float_model() {
 
 #[test]
 fn asymmetric_activations_use_their_zero_points() {
-    // shift Q and V well away from zero: their private zero points are then large, and a
-    // quantized model that mishandled them would be far from the float model (dropping the
-    // z_q correction of the scores gave 0.14 here with one seed, dropping z_v's 0.46)
+    // shift Q, K and V well away from zero: their private zero points are then large, and
+    // a quantized model that mishandled them would be far from the float model. Exact
+    // truncation, so the run is the deterministic plaintext model bit for bit and the
+    // dealer's masks add no noise (with stochastic rounding the spread over dealer seeds
+    // was as large as the z_q term itself). With model seed 2 the error vs float is 0.040;
+    // dropping the z_q correction of the scores gives 0.19, dropping z_v's 0.59 (measured
+    // at stop 14; with model seed 1 the z_q term happens to be small, 0.137 either way).
     use harness::model::{BertConfig, BertWeights};
-    let mut w = BertWeights::random(&BertConfig::bert_tiny(), 1);
+    let mut w = BertWeights::random(&BertConfig::bert_tiny(), 2);
     for l in &mut w.layers {
         for b in
             l.q.b
@@ -176,23 +180,16 @@ fn asymmetric_activations_use_their_zero_points() {
     std::fs::write(&path, w.to_safetensors_bytes().unwrap()).unwrap();
     let s = RunSpec {
         model: ModelSource::File(path.clone(), "bert-tiny".into()),
+        truncation: Truncation::Exact,
         ..tiny(2, "w8a8")
     };
-    // the protocol's stochastic rounding alone moves this model's logits by up to ~0.15
-    // (against deterministic rounding), so one run says little: the mean over six dealer
-    // seeds is 0.089 here; without the z_q correction 0.119
-    let errs: Vec<f64> = (1..=6u64)
-        .map(|seed| {
-            check(&RunSpec {
-                dealer_seed: Some(seed),
-                ..s.clone()
-            })
-            .max_abs_err_vs_float
-        })
-        .collect();
+    let r = check(&s);
     std::fs::remove_file(&path).ok();
-    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
-    assert!(mean < 0.105, "mean error vs float {mean} ({errs:?})");
+    assert!(
+        r.max_abs_err_vs_float < 0.1,
+        "error vs float {}",
+        r.max_abs_err_vs_float
+    );
 }
 
 /// Exact truncation: the output is the plaintext quantized model with deterministic
