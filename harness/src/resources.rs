@@ -15,8 +15,14 @@
 //! measured runs (bert-tiny at 8/32/96 tokens and MiniLM-L6 at 8/32 tokens, 1-2 layers,
 //! batch 1-2; `harness/tests/resources.rs::measure_material_grid`). On those runs the
 //! estimate is within 0.3 %; on bert-base w1a4 seq 128 (not fitted) it
-//! gives 2.19 / 2.72 GB against the measured 2.188 / 2.716 GB. The rotated-table mode is
+//! gives 2.21 / 2.74 GB against the measured 2.206 / 2.735 GB. The rotated-table mode is
 //! within ~1 % at 4 activation bits; at 8 bits it was fitted on bert-tiny only.
+//! Stop 14's ln E windows (five 12-bit windows per row and head instead of three 16-bit
+//! ones) changed only the per-row term g: it was re-fitted alone on a fresh run of the
+//! grid (the others kept), leaving every grid run within 0.07 %. In the rotated mode the
+//! fitted g is negative: the old fit had spread the 16-bit tables' cost over the other
+//! terms, and g now takes it back; the estimate still matches the grid, but a full
+//! re-fit of that mode is due.
 //!
 //! Peak memory of the in-process run (three parties) is modelled as
 //! `PEAK_PER_MATERIAL · (m0 + m1) + base`, where `base` covers the process, the float
@@ -63,21 +69,21 @@ fn coeffs(a_bits: u8, lut: LutMode) -> Coeffs {
     match (lut, a_bits) {
         (LutMode::Rotated, 4) => Coeffs {
             p0: [0.0; 6],
-            p1: [4656.5, 8207.6, 436916.1, 1056.0, 4108.6, 205.0],
+            p1: [4656.5, 8207.6, -202004.1, 1056.0, 4108.6, 205.0],
         },
         (LutMode::Rotated, _) => Coeffs {
             p0: [0.0; 6],
-            p1: [42684.6, 8216.8, 0.0, 16416.0, 4110.2, 0.0],
+            p1: [42684.6, 8216.8, -1277872.3, 16416.0, 4110.2, 0.0],
         },
         // Auto picks DPF keys for every table of these shapes (the measured material of
         // auto and dpf runs is identical).
         (_, 4) => Coeffs {
-            p0: [237.281, 325.915, 595.806, 131.0, 163.211, 27.0],
-            p1: [319.908, 341.603, 607.808, 163.0, 175.633, 205.0],
+            p0: [237.281, 325.915, 1580.6, 131.0, 163.211, 27.0],
+            p1: [319.908, 341.603, 1636.2, 163.0, 175.633, 205.0],
         },
         _ => Coeffs {
-            p0: [360.681, 325.915, 643.806, 196.0, 163.211, 27.0],
-            p1: [446.508, 353.603, 675.808, 228.0, 175.633, 205.0],
+            p0: [360.681, 325.915, 1724.6, 196.0, 163.211, 27.0],
+            p1: [446.508, 353.603, 1836.2, 228.0, 175.633, 205.0],
         },
     }
 }
@@ -580,11 +586,12 @@ mod tests {
 
     #[test]
     fn bert_base_material_matches_the_measured_run() {
-        // README / results/runs.csv: bert-base w1a4 seq 128, 2188.2 / 2715.8 MB.
+        // results/reproduce/bert-base-qbert-seq128-lan.json (stop 14): bert-base w1a4
+        // seq 128, 2206.3 / 2734.5 MB.
         let e = bert_base_w1a4();
         let rel = |est: u64, meas: f64| (est as f64 - meas).abs() / meas;
-        assert!(rel(e.dealer_p0, 2188.226e6) < 0.01, "{e}");
-        assert!(rel(e.dealer_p1, 2715.799e6) < 0.01, "{e}");
+        assert!(rel(e.dealer_p0, 2206.310e6) < 0.01, "{e}");
+        assert!(rel(e.dealer_p1, 2734.550e6) < 0.01, "{e}");
         // README: ~14 GB peak in one process.
         assert!((12e9..18e9).contains(&(e.peak_in_process as f64)), "{e}");
         assert!(e.peak_spilled < e.peak_in_process, "{e}");
