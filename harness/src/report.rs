@@ -424,6 +424,30 @@ mod tests {
         dir
     }
 
+    /// A fresh FIFO in a scratch directory and a reader on it, opened non-blocking (so it
+    /// does not wait for a writer, and a test that goes wrong fails instead of hanging);
+    /// `None` (the test skips) where `mkfifo` is missing. Returns (dir, fifo, reader).
+    #[cfg(target_os = "linux")]
+    fn fifo_with_reader(
+        tag: &str,
+    ) -> Option<(std::path::PathBuf, std::path::PathBuf, std::fs::File)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000;
+        let dir = scratch_dir(tag);
+        let fifo = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !matches!(made, Ok(s) if s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return None;
+        }
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        Some((dir, fifo, reader))
+    }
+
     /// A FIFO (as /dev/null or a pipe: not a regular file) is written in place and stays
     /// a FIFO; its reader gets the bytes. (The reader is opened non-blocking first, so a
     /// regression fails the assertions instead of hanging.)
@@ -431,20 +455,10 @@ mod tests {
     #[test]
     fn a_fifo_is_written_in_place_not_replaced() {
         use std::io::Read;
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-        const O_NONBLOCK: i32 = 0o4000;
-        let dir = scratch_dir("atomic-fifo");
-        let fifo = dir.join("pipe");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        if !matches!(made, Ok(s) if s.success()) {
-            eprintln!("skipped: mkfifo is not available");
+        use std::os::unix::fs::FileTypeExt;
+        let Some((dir, fifo, mut reader)) = fifo_with_reader("atomic-fifo") else {
             return;
-        }
-        let mut reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(O_NONBLOCK)
-            .open(&fifo)
-            .unwrap();
+        };
         write_atomically(&fifo, b"row 1\n").unwrap();
         let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
         assert!(ft.is_fifo(), "the FIFO was replaced: {ft:?}");
@@ -460,20 +474,9 @@ mod tests {
     #[test]
     fn appending_to_a_fifo_writes_header_and_row_without_reading() {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        const O_NONBLOCK: i32 = 0o4000;
-        let dir = scratch_dir("append-fifo");
-        let fifo = dir.join("pipe");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        if !matches!(made, Ok(s) if s.success()) {
-            eprintln!("skipped: mkfifo is not available");
+        let Some((dir, fifo, mut reader)) = fifo_with_reader("append-fifo") else {
             return;
-        }
-        let mut reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(O_NONBLOCK)
-            .open(&fifo)
-            .unwrap();
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let fifo = fifo.clone();
