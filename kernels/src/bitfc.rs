@@ -517,8 +517,10 @@ pub(crate) fn row_bits(w: &PackedSigns) -> Vec<u64> {
     let wpc = w.words_per_col();
     let nb = d_out.div_ceil(64);
     let mut rb = vec![0u64; nb * d_in];
-    let mut a = [0u64; 64];
-    for b in 0..nb {
+    // Column blocks in parallel (each writes its own d_in words): done on every call, it
+    // was the one sequential step of the kernel.
+    let block = |(b, out): (usize, &mut [u64])| {
+        let mut a = [0u64; 64];
         let cols = 64.min(d_out - 64 * b);
         for rw in 0..wpc {
             for (j, v) in a.iter_mut().enumerate() {
@@ -530,7 +532,14 @@ pub(crate) fn row_bits(w: &PackedSigns) -> Vec<u64> {
             }
             transpose64(&mut a);
             let rows = 64.min(d_in - 64 * rw);
-            rb[b * d_in + 64 * rw..][..rows].copy_from_slice(&a[..rows]);
+            out[64 * rw..][..rows].copy_from_slice(&a[..rows]);
+        }
+    };
+    if d_in > 0 {
+        if nb * d_in >= PAR_MIN / 64 {
+            rb.par_chunks_mut(d_in).enumerate().for_each(block);
+        } else {
+            rb.chunks_mut(d_in).enumerate().for_each(block);
         }
     }
     rb
