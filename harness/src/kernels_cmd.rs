@@ -738,8 +738,10 @@ fn one_thread() -> &'static rayon::ThreadPool {
 fn dpf_case<W: Word>(cx: &mut Ctx, n: usize, k: u32) {
     let nu = kernels::dpf::leaf_levels::<W>(k);
     let d = k - nu;
-    let blocks_eval = (2 * ((1u64 << d) - 1) + (1u64 << d)) as f64;
-    let blocks_gen = (4 * d + 2) as f64;
+    // blocks per leaf: 2^nu words of 128/BITS per block
+    let leaf = ((1u64 << nu) * W::BITS as u64).div_ceil(128);
+    let blocks_eval = (2 * ((1u64 << d) - 1) + leaf * (1u64 << d)) as f64;
+    let blocks_gen = (4 * d as u64 + 2 * leaf) as f64;
     let alphas = indices(n, k, 12);
     let table = words::<W>(1 << k, 13);
     let xs = indices(n, k, 14);

@@ -2,34 +2,38 @@
 //! Gilboa and Ishai ("Function Secret Sharing: Improvements and Extensions", CCS 2016,
 //! Fig. 1), with early termination.
 //!
-//! **Shape.** Domain 2^k, 1 <= k <= 24. One 128-bit leaf block converts to
-//! E = 128/BITS ring words (8 u16, 4 u32, 2 u64), so the last nu = min(k, log2 E) levels
-//! of the tree are packed into one leaf block and the GGM tree has depth d = k − nu; the
-//! top d bits of alpha (most significant first) are the path, the low nu bits the word
-//! within the leaf block. Each party's full-domain expansion is its additive share of
+//! **Shape.** Domain 2^k, 1 <= k <= 24. One 128-bit block holds E = 128/BITS ring words
+//! (8 u16, 4 u32, 2 u64), and one tree leaf converts into [`LEAF_BLOCKS`] = 4 blocks
+//! (BGI's Convert for outputs wider than the seed: a PRG on the leaf seed), so the last
+//! nu = min(k, log2(4E)) levels of the tree are packed into one leaf and the GGM tree has
+//! depth d = k − nu; the top d bits of alpha (most significant first) are the path, the
+//! low nu bits the word within the leaf. Each party's full-domain expansion is its additive share of
 //! beta·e_alpha (mod 2^BITS). No 1-bit-output tricks: the output group is the ring.
 //!
 //! **Keys.** party bit b, root seed s_b (127 random bits, LSB 0), root control bit t_b = b,
 //! per level a correction word (seed CW, t_L CW, t_R CW), and one output correction word
 //! of 2^nu ring words. Evaluation: at each level G(s) = (s_L, t_L, s_R, t_R) (see
 //! [`crate::prg`]), XOR-corrected with (s_CW, t_L CW, s_CW, t_R CW) when t = 1; at a leaf
-//! the share is (−1)^b · (Convert(s) + t·CW_out). Serialised size ([`key_bytes`]):
-//! 1 + 16 + 16·d + ceil(2d/8) + 2^nu·BITS/8 bytes, i.e. about d·(128 + 2) + 128 + 128 bits
-//! (196 bytes for k = 12 over Z/2^32).
+//! the share is (−1)^b · (Convert(s) + t·CW_out), Convert(s) block i being
+//! `AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i` ([`leaf_tweak`]). Serialised size ([`key_bytes`]):
+//! 1 + 16 + 16·d + ceil(2d/8) + 2^nu·BITS/8 bytes, i.e. about d·(128 + 2) + 128 + 512 bits
+//! (228 bytes for k = 12 over Z/2^32).
 //!
 //! **Evaluation cost.** 2^d − 1 PRG doublings (2 AES each) and 2^d leaf conversions
-//! (1 AES each), about 3·2^k/E AES blocks, plus 2^k ring operations. [`eval_dot`] fuses
+//! (4 AES each), about 1.5·2^k/E AES blocks (the one-block leaf of earlier versions
+//! needed 3·2^k/E), plus 2^k ring operations. [`eval_dot`] fuses
 //! the expansion with the table product: the tree is walked depth first down to subtrees
-//! of at most 2^11 leaf blocks, each subtree expanded breadth first (so AES runs on long
+//! of at most 2^11 leaves, each subtree expanded breadth first (so AES runs on long
 //! batches of blocks), and its leaf words are multiply-accumulated against the rotated
 //! table (a reversed copy with every row stored twice, so each row is one contiguous
 //! dot product), so at most ~100 KB are live whatever k is. The batched evaluators
 //! expand small trees (d <= 11) of several keys together, level by level (groups of
-//! about 2^10 leaf blocks), and prefetch the next keys' correction words.
+//! about 2^10 leaves), and prefetch the next keys' correction words.
 //!
 //! **Speed.** Each tree level is one fused kernel (AES under k0 and k1, feed-forward,
-//! control-bit correction), and so is the leaf conversion; with VAES + AVX-512 the leaf
-//! conversion also does the table product in registers (see `crate::prg::Prg` for the
+//! control-bit correction), and so is the leaf conversion; with VAES + AVX-512 one leaf is
+//! one register (its 4 blocks in the 4 lanes, tweaks included) and the leaf conversion
+//! also does the table product in registers (see `crate::prg::Prg` for the
 //! run-time choice of AES implementation). All implementations give identical results.
 
 use crate::lut::{reverse_table2_doubled, rotated_dot2_doubled, DotTable};
@@ -40,13 +44,14 @@ use rayon::prelude::*;
 
 /// Largest supported domain exponent.
 pub const MAX_K: u32 = 24;
-/// Most levels expanded breadth first per subtree in the evaluators: 2^11 leaf blocks
-/// (32 KB of seeds, 32 KB of leaf words, L2-resident), so the few narrow levels at the
-/// top of each subtree (too few blocks to keep the AES pipeline full) are amortised.
-const CHUNK_LEVELS: u32 = 11;
+/// Most levels expanded breadth first per subtree in the evaluators: 2^9 leaves, 2^11
+/// leaf blocks (8 KB of leaf seeds, 32 KB of leaf words, L2-resident), so the few narrow
+/// levels at the top of each subtree (too few blocks to keep the AES pipeline full) are
+/// amortised.
+const CHUNK_LEVELS: u32 = 9;
 /// Small trees (d <= CHUNK_LEVELS) are expanded in groups of keys with about
-/// 2^GROUP_LEVELS leaf blocks in all (at least one key).
-const GROUP_LEVELS: u32 = 10;
+/// 2^GROUP_LEVELS leaves (2^(GROUP_LEVELS + 2) leaf blocks) in all (at least one key).
+const GROUP_LEVELS: u32 = 8;
 /// At most 2^MAX_GROUP_LOG small-tree keys are expanded together.
 const MAX_GROUP_LOG: u32 = 6;
 /// At most this many key groups per parallel task in the batched evaluators.
@@ -117,10 +122,29 @@ impl std::fmt::Display for DpfError {
 
 impl std::error::Error for DpfError {}
 
-/// log2(128/BITS): levels packed into one leaf block when the domain allows.
+/// AES blocks one GGM-tree leaf converts into (when the domain is large enough).
+///
+/// Why 4: the leaf conversion costs one AES block per 128 output bits whatever the leaf
+/// size, while every tree level above the leaves costs two AES blocks per node; a leaf of
+/// 4 blocks makes the tree two levels shallower than a one-block leaf, which halves the
+/// AES work of a full-domain evaluation (about 3·2^k/E blocks -> 1.5·2^k/E, E = 128/BITS
+/// words per block) for 48 more bytes of output correction word per key. It is also one
+/// 512-bit register, so the VAES kernel converts a leaf in one instruction stream.
+pub const LEAF_BLOCKS: usize = 4;
+
+/// The tweak of leaf block i: Convert(s) block i is `AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i` with
+/// δ_i = i·2^64 (δ_0 = 0: block 0 is the one-block conversion). Distinct tweaks keep the
+/// blocks independent outputs of the fixed-key permutation on points the other party
+/// cannot guess (the seed is secret and uniform), the same assumption as the tree PRG.
+#[inline]
+pub fn leaf_tweak(i: usize) -> u128 {
+    (i as u128) << 64
+}
+
+/// log2(LEAF_BLOCKS·128/BITS): levels packed into one leaf when the domain allows.
 #[inline]
 fn leaf_log(bits: u32) -> u32 {
-    (128 / bits).trailing_zeros()
+    (LEAF_BLOCKS as u32 * 128 / bits).trailing_zeros()
 }
 
 /// (nu, d, words used per leaf) for domain 2^k and word size `bits`.
@@ -238,8 +262,8 @@ impl<W: Word> DpfKey<W> {
 /// Generates a key pair for `beta·e_alpha` over the domain 2^k (outputs in Z/2^BITS):
 /// eval_full of the two keys sums to beta at alpha and 0 elsewhere.
 ///
-/// Preconditions (asserted): 1 <= k <= 24, alpha < 2^k. Cost: 4·d AES blocks
-/// (d = k − nu) and two random 128-bit root seeds from `rng`.
+/// Preconditions (asserted): 1 <= k <= 24, alpha < 2^k. Cost: 4·d + 2·ceil(2^nu/E) AES
+/// blocks (d = k − nu) and two random 128-bit root seeds from `rng`.
 pub fn gen<W: Word, R: RngCore + CryptoRng>(
     k: u32,
     alpha: u32,
@@ -254,7 +278,7 @@ pub fn gen<W: Word, R: RngCore + CryptoRng>(
 /// deterministically from `seed`: keys for alphas[256·c ..] come from a ChaCha12 stream
 /// seeded with `seed` and stream number c (independent of the thread count).
 ///
-/// Preconditions (asserted): as [`gen`] for every alpha. Cost: 4·d AES blocks per key,
+/// Preconditions (asserted): as [`gen`] for every alpha. Cost: as [`gen`] per key,
 /// level-synchronous over each chunk of 256 keys (so AES runs on batches).
 pub fn gen_batch<W: Word>(
     k: u32,
@@ -352,15 +376,10 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
             t1[i] = kt1 ^ (t1[i] & tcw);
         }
     }
-    let mut c0 = vec![0u128; n];
-    let mut c1 = vec![0u128; n];
-    prg.convert_batch(&s0, &mut c0);
-    prg.convert_batch(&s1, &mut c1);
-    let mut w0 = vec![W::ZERO; used];
-    let mut w1 = vec![W::ZERO; used];
+    let c0 = convert_leaves::<W>(prg, &s0, used);
+    let c1 = convert_leaves::<W>(prg, &s1, used);
     for i in 0..n {
-        block_words(c0[i], &mut w0);
-        block_words(c1[i], &mut w1);
+        let (w0, w1) = (&c0[i * used..][..used], &c1[i * used..][..used]);
         let lo = (alphas[i] & ((1u32 << nu) - 1)) as usize;
         let cw: Vec<W> = (0..used)
             .map(|w| {
@@ -379,6 +398,29 @@ fn gen_many<W: Word, R: RngCore + CryptoRng>(
     (keys0, keys1)
 }
 
+/// Convert(s) of every seed: `used` words each (the words of its ceil(used/E) leaf
+/// blocks `AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i`, see [`leaf_tweak`]), seed-major. Cost:
+/// seeds.len()·ceil(used/E) AES blocks.
+fn convert_leaves<W: Word>(prg: &Prg, seeds: &[u128], used: usize) -> Vec<W> {
+    let e = (128 / W::BITS) as usize;
+    let nb = used.div_ceil(e);
+    let tweaked: Vec<u128> = seeds
+        .iter()
+        .flat_map(|&s| (0..nb).map(move |i| s ^ leaf_tweak(i)))
+        .collect();
+    let mut blocks = vec![0u128; tweaked.len()];
+    prg.convert_batch(&tweaked, &mut blocks);
+    let mut out = vec![W::ZERO; seeds.len() * used];
+    let mut block = vec![W::ZERO; nb * e];
+    for (o, bs) in out.chunks_exact_mut(used).zip(blocks.chunks_exact(nb)) {
+        for (ws, &b) in block.chunks_exact_mut(e).zip(bs) {
+            block_words(b, ws);
+        }
+        o.copy_from_slice(&block[..used]);
+    }
+    out
+}
+
 /// Scratch buffers of the evaluators (up to ~100 KB; reused across keys).
 ///
 /// Nodes are held as one u128: the 127-bit seed with the control bit in the LSB (seeds
@@ -394,6 +436,8 @@ struct Expander<W> {
     cwr: Vec<u128>,
     roots: Vec<u128>,
     words: Vec<W>,
+    /// One leaf block's words per node (the multi-block leaf conversion's staging).
+    tmp: Vec<W>,
 }
 
 impl<W: Word> Expander<W> {
@@ -406,12 +450,13 @@ impl<W: Word> Expander<W> {
             cwr: Vec::new(),
             roots: Vec::new(),
             words: Vec::new(),
+            tmp: Vec::new(),
         }
     }
 
     /// Depth-first walk of one key's subtree under `node` at `level` (domain offset
     /// `j0`), calling `f(j, words)` with the unsigned leaf values Convert(s) + t·CW_out
-    /// of each chunk of 2^CHUNK_LEVELS leaf blocks, in domain order (`j` is the domain
+    /// of each chunk of 2^CHUNK_LEVELS leaves, in domain order (`j` is the domain
     /// index of `words[0]`).
     fn for_each_chunk(
         &mut self,
@@ -437,7 +482,7 @@ impl<W: Word> Expander<W> {
 
     /// Unsigned partial rotated dot product (as `rotated_dot2_doubled` over the leaf
     /// values) of one key's subtree under `node` at `level` (domain offset `j0`), walked
-    /// depth first down to subtrees of 2^CHUNK_LEVELS leaf blocks.
+    /// depth first down to subtrees of 2^CHUNK_LEVELS leaves.
     #[allow(clippy::too_many_arguments)]
     fn dot_chunks(
         &mut self,
@@ -492,12 +537,15 @@ impl<W: Word> Expander<W> {
         #[cfg(target_arch = "x86_64")]
         {
             let shift = keys[0].cws.len() as u32 - level;
-            if keys[0].cw_out.len() == (128 / W::BITS) as usize
-                && Prg::dpf_leaves_dot_ok::<W>(self.be, shift, tab.ky)
+            let e = (128 / W::BITS) as usize;
+            if keys[0].cw_out.len() == LEAF_BLOCKS * e
+                && Prg::dpf_leaves_dot_ok::<W>(self.be, tab.ky)
             {
                 self.cwl.clear();
-                self.cwl
-                    .extend(keys.iter().map(|key| words_block(&key.cw_out)));
+                self.cwl.extend(
+                    keys.iter()
+                        .flat_map(|key| key.cw_out.chunks_exact(e).map(words_block)),
+                );
                 let nodes = &self.nodes[..m];
                 Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
                 return;
@@ -571,13 +619,37 @@ impl<W: Word> Expander<W> {
         let nodes = &self.nodes[..m];
         let per_key_shift = d - level;
         let used = keys[0].cw_out.len();
+        let e = (128 / W::BITS) as usize;
         self.words.resize(m * used, W::ZERO);
-        if used == (128 / W::BITS) as usize {
+        if used == e {
             // Branch-free: addend block = CW_out block masked by t, added word-wise.
             self.cwl.clear();
             self.cwl
                 .extend(keys.iter().map(|key| words_block(&key.cw_out)));
             prg.dpf_leaves(self.be, nodes, &self.cwl, per_key_shift, &mut self.words);
+        } else if used > e {
+            // Block i of every leaf: the one-block kernel on the tweaked nodes (the tweak
+            // leaves the control bit alone) with CW_out block i, then placed in its leaf.
+            let tweaked = &mut self.next[..m];
+            self.tmp.resize(m * e, W::ZERO);
+            for i in 0..used / e {
+                for (t, &v) in tweaked.iter_mut().zip(nodes) {
+                    *t = v ^ leaf_tweak(i);
+                }
+                self.cwl.clear();
+                self.cwl.extend(
+                    keys.iter()
+                        .map(|key| words_block(&key.cw_out[i * e..(i + 1) * e])),
+                );
+                prg.dpf_leaves(self.be, tweaked, &self.cwl, per_key_shift, &mut self.tmp);
+                for (leaf, blk) in self
+                    .words
+                    .chunks_exact_mut(used)
+                    .zip(self.tmp.chunks_exact(e))
+                {
+                    leaf[i * e..(i + 1) * e].copy_from_slice(blk);
+                }
+            }
         } else {
             // Tiny domains (2^k < 128/BITS): one partial leaf block per key.
             let blocks = &mut self.next[..m];
@@ -951,7 +1023,7 @@ fn dot_rec<W: Word>(
     }
 }
 
-/// Levels packed into one leaf block for domain 2^k over W: nu = min(k, log2(128/BITS)).
+/// Levels packed into one leaf for domain 2^k over W: nu = min(k, log2(LEAF_BLOCKS·128/BITS)).
 pub fn leaf_levels<W: Word>(k: u32) -> u32 {
     shape(k, W::BITS).0
 }
@@ -1263,8 +1335,9 @@ mod tests {
         }
     }
 
-    /// The fused leaf-conversion + rotated-dot kernel against leaf words and
-    /// `rotated_dot2_doubled`, on random nodes, tables, rotations and domain offsets.
+    /// The fused leaf-conversion + rotated-dot kernel against leaf words (the one-block
+    /// portable kernel on the tweaked nodes) and `rotated_dot2`, on random nodes, tables,
+    /// rotations and domain offsets, trees of 1 to 2^6 leaves (tails of the 8-leaf loop).
     #[cfg(target_arch = "x86_64")]
     fn check_fused_dot<W: Word>(seed: u64) {
         let prg = Prg::fixed();
@@ -1273,11 +1346,12 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let e = (128 / W::BITS) as usize;
+        let lanes = LEAF_BLOCKS * e;
         let min_ky = (512 / W::BITS).trailing_zeros();
-        for shift in 5..=7u32 {
+        for shift in 0..=6u32 {
             for (kx, ky) in [(0, min_ky), (0, 12), (1, min_ky), (3, min_ky + 1), (2, 9)] {
                 let size = 1usize << (kx + ky);
-                let words_per_key = e << shift;
+                let words_per_key = lanes << shift;
                 if words_per_key > size {
                     continue;
                 }
@@ -1290,7 +1364,7 @@ mod tests {
                 };
                 let g = 3usize;
                 let nodes: Vec<u128> = (0..g << shift).map(|_| rng.gen()).collect();
-                let cw: Vec<u128> = (0..g).map(|_| rng.gen()).collect();
+                let cw: Vec<u128> = (0..LEAF_BLOCKS * g).map(|_| rng.gen()).collect();
                 let xs: Vec<u32> = (0..g).map(|_| rng.gen()).collect();
                 let ys: Vec<u32> = (0..g).map(|_| rng.gen()).collect();
                 let starts = (size - words_per_key) / words_per_key;
@@ -1307,8 +1381,15 @@ mod tests {
                     j0,
                     &mut got,
                 );
-                let mut words = vec![W::ZERO; nodes.len() * e];
-                prg.dpf_leaves(AesImpl::Portable, &nodes, &cw, shift, &mut words);
+                let mut words = vec![W::ZERO; nodes.len() * lanes];
+                for (q, &v) in nodes.iter().enumerate() {
+                    for i in 0..LEAF_BLOCKS {
+                        let c = [cw[LEAF_BLOCKS * (q >> shift) + i]];
+                        let at = q * lanes + i * e;
+                        let node = [v ^ leaf_tweak(i)];
+                        prg.dpf_leaves(AesImpl::Portable, &node, &c, 0, &mut words[at..at + e]);
+                    }
+                }
                 for i in 0..g {
                     let ws = &words[i * words_per_key..(i + 1) * words_per_key];
                     let want = crate::lut::rotated_dot2(
@@ -1335,17 +1416,40 @@ mod tests {
         check_fused_dot::<u64>(46);
     }
 
+    /// The blocks of one leaf are independent PRG outputs: with the tweaks missing, the
+    /// four blocks of every leaf off the path (t = 0 for both parties) would be equal.
+    #[test]
+    fn leaf_blocks_are_distinct() {
+        let mut rng = ChaCha8Rng::seed_from_u64(47);
+        for k in [4u32, 8, 11] {
+            let (k0, k1) = gen::<u32, _>(k, rng.gen_range(0..1 << k), 1, &mut rng);
+            assert_eq!(k0.cw_out.len(), 16);
+            for key in [&k0, &k1] {
+                for leaf in eval_full(key).chunks_exact(16) {
+                    let b: Vec<&[u32]> = leaf.chunks_exact(4).collect();
+                    for i in 0..4 {
+                        for j in i + 1..4 {
+                            assert_ne!(b[i], b[j], "k={k} blocks {i} and {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn key_size_formula() {
-        // k = 12 over Z/2^32: 10 levels, 196 bytes (about 1.6 kbit).
-        assert_eq!(key_bytes(12, 32), 1 + 16 + 160 + 3 + 16);
+        // k = 12 over Z/2^32: 8 levels, 4-block leaves, 228 bytes (about 1.8 kbit).
+        assert_eq!(key_bytes(12, 32), 1 + 16 + 128 + 2 + 64);
         assert_eq!(key_bytes(1, 32), 1 + 16 + 8);
         assert_eq!(key_bytes(3, 16), 1 + 16 + 16);
-        assert_eq!(key_bytes(4, 16), 1 + 16 + 16 + 1 + 16);
-        assert_eq!(key_bytes(24, 64), 1 + 16 + 23 * 16 + 6 + 16);
+        assert_eq!(key_bytes(4, 32), 1 + 16 + 64);
+        assert_eq!(key_bytes(5, 16), 1 + 16 + 64);
+        assert_eq!(key_bytes(6, 16), 1 + 16 + 16 + 1 + 64);
+        assert_eq!(key_bytes(24, 64), 1 + 16 + 21 * 16 + 6 + 64);
         for k in 1..=MAX_K {
             for bits in [16u32, 32, 64] {
-                let nu = k.min((128 / bits).trailing_zeros());
+                let nu = k.min((512 / bits).trailing_zeros());
                 let d = (k - nu) as f64;
                 let approx = (d * 130.0 + 128.0 + ((1u32 << nu) * bits) as f64) / 8.0;
                 assert!((key_bytes(k, bits) as f64 - approx).abs() <= 2.0);

@@ -15,8 +15,9 @@
 //! `next[2i] = AES_k0(s) ⊕ s ⊕ (t ? cl[i >> shift] : 0)` and
 //! `next[2i + 1] = AES_k1(s) ⊕ s ⊕ (t ? cr[i >> shift] : 0)`, and [`leaves_vaes`] /
 //! [`leaves_ni`] write the leaf block `(AES_k2(s) ⊕ s) + (t ? cw[i >> shift] : 0)`
-//! (word-wise addition of the little-endian ring words), and [`leaves_dot_vaes`] feeds
-//! those leaf words straight into the rotated table product of the evaluators.
+//! (word-wise addition of the little-endian ring words); [`leaves_dot_vaes`] converts
+//! the DPF's 4-block leaves (one zmm register each, the blocks' tweaks in the lanes) and
+//! feeds those leaf words straight into the rotated table product of the evaluators.
 //!
 //! Every function here is `unsafe` only because it needs CPU features the caller has
 //! checked (`Prg` asserts the backend is supported) and slice lengths the caller has
@@ -600,21 +601,24 @@ unsafe fn hsum512<W: Word>(v: __m512i) -> W {
     ws.iter().fold(W::ZERO, |t, &w| t.wadd(w))
 }
 
-/// Fused DPF leaf conversion and rotated dot product: the leaf words of key g (leaves
-/// `g·2^shift ..`, words as [`leaves_vaes`] computes them, domain indices `j0 + i`) are
-/// multiplied with the rotated table on the fly and summed:
+/// Fused DPF leaf conversion and rotated dot product for 4-block leaves: leaf node q
+/// of key g (`nodes[g·2^shift + q]`, seed s, control bit t) is one register, lane i
+/// holding `(AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i) + (t ? cw[4g + i] : 0)` (δ_i = i·2^64, see
+/// `crate::dpf::leaf_tweak`), i.e. the 512/BITS words at domain indices
+/// `j0 + q·512/BITS ..`; they are multiplied with the rotated table on the fly and summed:
 /// `out[g] = Σ_i w_i · rev2[((a_i − x_g) mod 2^kx)·2^(ky+1) + ((b_i − y_g) mod 2^ky) + ...]`
 /// with `j0 + i = a_i·2^ky + b_i`, exactly the unsigned value of
 /// `crate::lut::rotated_dot2_doubled` on the words (wrapping sums are order independent).
-/// 32 leaf blocks (8 zmm registers) in flight.
+/// 8 leaves (32 blocks, 8 zmm registers) in flight.
 ///
 /// # Safety
 /// The CPU must support AES-NI, VAES, AVX-512F, AVX-512BW and AVX-512DQ. The caller checks
-/// (see `Prg::dpf_leaves_dot`): `shift >= 5`, `nodes.len()` is a multiple of 2^shift,
-/// `cw`, `xs`, `ys`, `out` hold at least `nodes.len() >> shift` entries, 2^ky words fill
-/// at least one 512-bit register (2^ky·BITS >= 512), `j0` is a multiple of 512/BITS,
-/// `j0 + (nodes.len() >> shift)·2^shift·128/BITS <= 2^(kx+ky)` for every key's range
-/// (the same j0 for every key), and `rev2.len() == 2^(kx+ky+1)`.
+/// (see `Prg::dpf_leaves_dot`): `nodes.len()` is a multiple of 2^shift, `cw` holds at
+/// least `4·(nodes.len() >> shift)` blocks and `xs`, `ys`, `out` at least
+/// `nodes.len() >> shift` entries, 2^ky words fill at least one 512-bit register
+/// (2^ky·BITS >= 512), `j0` is a multiple of 512/BITS,
+/// `j0 + 2^shift·512/BITS <= 2^(kx+ky)` (the same j0 for every key), and
+/// `rev2.len() == 2^(kx+ky+1)`.
 #[target_feature(enable = "aes,avx512f,avx512bw,avx512dq,vaes")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn leaves_dot_vaes<W: Word>(
@@ -630,20 +634,31 @@ pub(crate) unsafe fn leaves_dot_vaes<W: Word>(
 ) {
     let k2 = keys512(rk2);
     let per = 1usize << shift;
-    let e = (128 / W::BITS) as usize; // words per leaf block
+    let lanes = (512 / W::BITS) as usize; // words per leaf
     let (nx, ny) = (1usize << tab.kx, 1usize << tab.ky);
     let tp = tab.rev2.as_ptr();
+    // δ_i = i·2^64 in lane i: the high 64-bit half of each 128-bit lane.
+    let tweak = _mm512_set_epi64(3, 0, 2, 0, 1, 0, 0, 0);
+    // Seed (control bit cleared) plus tweak in every lane, and the control-bit mask.
+    let leaf_in = |p: *const u128| {
+        let n = _mm512_broadcast_i32x4(ld(p));
+        (_mm512_xor_si512(clear512(n), tweak), tk512(n))
+    };
     for (g, chunk) in nodes.chunks_exact(per).enumerate() {
         let np = chunk.as_ptr();
-        let cwv = _mm512_broadcast_i32x4(ld(cw.as_ptr().add(g)));
+        let cwv = _mm512_loadu_si512(cw.as_ptr().add(4 * g).cast());
         let (x, y) = (xs[g] as usize & (nx - 1), ys[g] as usize & (ny - 1));
+        // Rotated-table row of the leaf whose first word has domain index jj.
+        let row = |jj: usize| {
+            let (a, b) = (jj >> tab.ky, jj & (ny - 1));
+            tp.add(((a + nx - x) & (nx - 1)) * 2 * ny + b + ny - y)
+        };
         let mut acc = [_mm512_setzero_si512(); 4];
-        let mut i = 0;
-        while i < per {
+        let mut q = 0;
+        while q + 8 <= per {
             let mut v = [_mm512_setzero_si512(); 8];
             for j in 0..8 {
-                let s = clear512(_mm512_loadu_si512(np.add(i + 4 * j).cast()));
-                v[j] = _mm512_xor_si512(s, k2[0]);
+                v[j] = _mm512_xor_si512(leaf_in(np.add(q + j)).0, k2[0]);
             }
             for r in 1..10 {
                 for vj in v.iter_mut() {
@@ -651,18 +666,26 @@ pub(crate) unsafe fn leaves_dot_vaes<W: Word>(
                 }
             }
             for j in 0..8 {
-                let at = i + 4 * j;
-                let n = _mm512_loadu_si512(np.add(at).cast());
-                let (s, m) = (clear512(n), tk512(n));
+                // Reloaded (L1) rather than kept live across the rounds: fewer registers.
+                let (s, m) = leaf_in(np.add(q + j));
                 let c = _mm512_aesenclast_epi128(v[j], _mm512_xor_si512(s, k2[10]));
                 let w = addw512::<W>(c, _mm512_maskz_mov_epi64(m, cwv));
-                // Domain index of the first word of this register, its row and column.
-                let jj = j0 + at * e;
-                let (a, b) = (jj >> tab.ky, jj & (ny - 1));
-                let t = tp.add(((a + nx - x) & (nx - 1)) * 2 * ny + b + ny - y);
+                let t = row(j0 + (q + j) * lanes);
                 acc[j & 3] = muladd512::<W>(acc[j & 3], w, _mm512_loadu_si512(t.cast()));
             }
-            i += 32;
+            q += 8;
+        }
+        while q < per {
+            let (s, m) = leaf_in(np.add(q));
+            let mut v = _mm512_xor_si512(s, k2[0]);
+            for kr in &k2[1..10] {
+                v = _mm512_aesenc_epi128(v, *kr);
+            }
+            let c = _mm512_aesenclast_epi128(v, _mm512_xor_si512(s, k2[10]));
+            let w = addw512::<W>(c, _mm512_maskz_mov_epi64(m, cwv));
+            let t = row(j0 + q * lanes);
+            acc[q & 3] = muladd512::<W>(acc[q & 3], w, _mm512_loadu_si512(t.cast()));
+            q += 1;
         }
         let s = addw512::<W>(addw512::<W>(acc[0], acc[1]), addw512::<W>(acc[2], acc[3]));
         out[g] = hsum512::<W>(s);

@@ -6,7 +6,8 @@
 //! `G(s) = (AES_k0(s) ⊕ s, AES_k1(s) ⊕ s)`; the DPF takes the least significant bit of each
 //! half as its control bit and clears it in the child seed (so seeds carry 127 bits of
 //! entropy, as in standard fixed-key DPF implementations). The leaf conversion is
-//! `AES_k2(s) ⊕ s`, read as 128/BITS little-endian ring words. Fixed keys mean one key
+//! `AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i` for the leaf's blocks i = 0..4 (δ_i = i·2^64, see
+//! `crate::dpf::leaf_tweak`), read as 128/BITS little-endian ring words each. Fixed keys mean one key
 //! schedule for the whole process; every function here works on slices so AES runs on
 //! many independent blocks at a time. Security rests on AES as a (fixed-key) random
 //! permutation, the usual assumption of fixed-key DPF implementations.
@@ -306,17 +307,18 @@ impl Prg {
     }
 
     /// Whether `Prg::dpf_leaves_dot` supports backend `be` and this shape: VAES only,
-    /// at least 32 leaf blocks per key, rows of at least 512 bits.
+    /// table rows of at least 512 bits (one leaf of 4 blocks lies in one row).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) fn dpf_leaves_dot_ok<W: Word>(be: AesImpl, shift: u32, ky: u32) -> bool {
-        be == AesImpl::Vaes512 && shift >= 5 && (W::BITS << ky) >= 512
+    pub(crate) fn dpf_leaves_dot_ok<W: Word>(be: AesImpl, ky: u32) -> bool {
+        be == AesImpl::Vaes512 && (W::BITS << ky) >= 512
     }
 
-    /// Fused DPF leaf conversion and rotated dot product (see `fastaes::leaves_dot_vaes`):
-    /// key g's leaves are `nodes[g·2^shift ..][.. 2^shift]` (words at domain indices j0 ..
-    /// of the key's range), its output correction block `cw[g]`, and `out[g]` becomes the
-    /// unsigned `crate::lut::rotated_dot2_doubled(rev2, kx, ky, xs[g], ys[g], j0, words)`.
-    /// Cost: nodes.len() AES blocks and one multiply-add per leaf word. Panics unless
+    /// Fused DPF leaf conversion of 4-block leaves and rotated dot product (see
+    /// `fastaes::leaves_dot_vaes`): key g's leaves are `nodes[g·2^shift ..][.. 2^shift]`
+    /// (512/BITS words each, at domain indices j0 .. of the key's range), its output
+    /// correction blocks `cw[4g .. 4g + 4]`, and `out[g]` becomes the unsigned
+    /// `crate::lut::rotated_dot2_doubled(rev2, kx, ky, xs[g], ys[g], j0, words)`.
+    /// Cost: 4·nodes.len() AES blocks and one multiply-add per leaf word. Panics unless
     /// [`Prg::dpf_leaves_dot_ok`] and the lengths fit.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
@@ -334,22 +336,21 @@ impl Prg {
     ) {
         self.check(be);
         assert!(
-            Self::dpf_leaves_dot_ok::<W>(be, shift, tab.ky),
+            Self::dpf_leaves_dot_ok::<W>(be, tab.ky),
             "dpf_leaves_dot: unsupported"
         );
         let g = nodes.len() >> shift;
         assert_eq!(nodes.len(), g << shift, "dpf_leaves_dot: partial key");
         assert!(
-            cw.len() >= g && xs.len() >= g && ys.len() >= g && out.len() >= g,
+            cw.len() >= 4 * g && xs.len() >= g && ys.len() >= g && out.len() >= g,
             "dpf_leaves_dot: short inputs"
         );
-        let e = (128 / W::BITS) as usize;
         let lanes = (512 / W::BITS) as usize;
         assert!(tab.kx + tab.ky <= 40, "dpf_leaves_dot: table too large");
         let size = 1usize << (tab.kx + tab.ky);
         assert_eq!(tab.rev2.len(), 2 * size, "dpf_leaves_dot: table length");
         assert!(
-            j0.is_multiple_of(lanes) && j0 + (e << shift) <= size,
+            j0.is_multiple_of(lanes) && j0 + (lanes << shift) <= size,
             "dpf_leaves_dot: domain range"
         );
         // SAFETY: `check` verified the CPU features (Vaes512 implies AES-NI, VAES,
