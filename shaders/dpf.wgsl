@@ -11,13 +11,16 @@
 //   child_L = AES_k0(s) ⊕ s ⊕ (t ? cwl : 0), child_R = AES_k1(s) ⊕ s ⊕ (t ? cwr : 0)
 //   with s = node & !1 and cwl / cwr = seed CW | t_L / t_R CW of (key, level), stored at
 //   cw[2·(key·d + level)] and cw[2·(key·d + level) + 1].
-// `leaves`: leaf conversion Convert(s) = AES_k2(s) ⊕ s, plus the key's output CW block
-//   if t, read as 2^nu little-endian words (domain indices li·2^nu + w), each multiplied
-//   by table[((x − a) mod 2^kx)·2^ky + ((y − b) mod 2^ky)] for domain index a·2^ky + b,
+// `leaves`: leaf conversion into nb blocks (nb AES each leaf), block i being
+//   Convert_i(s) = AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i with δ_i = i·2^64 (i XORed into word z;
+//   δ_0 = 0), plus the key's output CW block i (cwo[key·nb + i]) if t, word-wise. The
+//   blocks in order are the leaf's 2^nu little-endian words (domain indices li·2^nu + w;
+//   for 2^nu < 128/WB only the first 2^nu words of block 0), each multiplied by
+//   table[((x − a) mod 2^kx)·2^ky + ((y − b) mod 2^ky)] for domain index a·2^ky + b,
 //   and summed per root into out[out_base + root] (zeroed by the host; two u32 slots per
-//   root for u64, low first) with atomic adds:
-//   each invocation sums 2^min(2, shift) consecutive leaves of one root first. No
-//   workgroup barriers besides the table load (they dominate on software renderers).
+//   root for u64, low first) with atomic adds: each invocation sums 2^lpt_log
+//   consecutive leaves of one root first (the host sets it for up to 4 blocks in all).
+//   No workgroup barriers besides the table load (they dominate on software renderers).
 //   The host adds the partial sums of a key and negates party 1's.
 
 struct Params {
@@ -26,13 +29,13 @@ struct Params {
     rlog: u32,     // log2(roots per key)
     level: u32,    // level: absolute tree level; leaves: position of root 0 in its key's level
     d: u32,        // tree levels per key
-    nu: u32,       // log2(words used per leaf block)
+    nu: u32,       // leaves: log2(words used per leaf)
     kx: u32,
     ky: u32,
     out_base: u32, // leaves: first output slot of this dispatch
+    nb: u32,       // leaves: blocks per leaf, ceil(2^nu / (128 / WB))
+    lpt_log: u32,  // leaves: log2(leaves per invocation), at most shift
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -90,42 +93,45 @@ fn word(v: vec4<u32>, w: u32) -> R {
     return r_from(v[w], 0u);
 }
 
-// Unsigned contribution of leaf node i (root g, local index `local` under it).
+// Unsigned contribution of leaf node i (root g, local index `local` under it): nb AES.
 fn leaf_term(i: u32, g: u32, local: u32) -> R {
     let node = leaves_in[i];
-    let s = vec4<u32>(node.x & 0xfffffffeu, node.y, node.z, node.w);
-    let blk = aes_enc(2u, s) ^ s;
     let key = g >> p.rlog;
     let t = (node.x & 1u) == 1u;
-    let c = cwo[key];
     let x = xy[2u * key];
     let y = xy[2u * key + 1u];
     let pos = p.level + (g & ((1u << p.rlog) - 1u));
     let li = (pos << p.shift) + local;
     let mx = (1u << p.kx) - 1u;
     let my = (1u << p.ky) - 1u;
+    let e = 128u / WB;
+    let wpb = min(e, 1u << p.nu); // words used per block
     var acc = r_zero();
-    for (var w = 0u; w < (1u << p.nu); w++) {
-        var v = word(blk, w);
-        if (t) {
-            v = r_add(v, word(c, w));
+    for (var bi = 0u; bi < p.nb; bi++) {
+        // s ⊕ δ_bi: the seed (control bit cleared) with bi XORed into bits 64..96.
+        let s = vec4<u32>(node.x & 0xfffffffeu, node.y, node.z ^ bi, node.w);
+        let blk = aes_enc(2u, s) ^ s;
+        let c = cwo[key * p.nb + bi];
+        let j0 = (li << p.nu) + bi * e;
+        for (var w = 0u; w < wpb; w++) {
+            var v = word(blk, w);
+            if (t) {
+                v = r_add(v, word(c, w));
+            }
+            let j = j0 + w;
+            let a = j >> p.ky;
+            let b = j & my;
+            acc = r_add(acc, r_mul(ld_t((((x - a) & mx) << p.ky) | ((y - b) & my)), v));
         }
-        let j = (li << p.nu) + w;
-        let a = j >> p.ky;
-        let b = j & my;
-        acc = r_add(acc, r_mul(ld_t((((x - a) & mx) << p.ky) | ((y - b) & my)), v));
     }
     return acc;
 }
-
-// Leaves per invocation (at most the leaves of one root): fewer atomics per sum.
-const LPT_LOG: u32 = 2u;
 
 @compute @workgroup_size(256)
 fn leaves(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
     aes_load_table(li, 256u);
-    let lpt_log = min(LPT_LOG, p.shift);
+    let lpt_log = p.lpt_log;
     let t = (wid.x + wid.y * nwg.x) * 256u + li;
     let i0 = t << lpt_log;
     if (i0 >= p.count) {

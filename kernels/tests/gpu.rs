@@ -423,9 +423,9 @@ fn block_splitting() {
         rotate_table(&table, 6, rhos[r], &mut want);
         assert_eq!(chunk, &want[..]);
     }
-    // DPF: k = 5 over u32 (d = 3) runs in groups of 2 keys; k = 10 (d = 8) splits each
-    // tree into 16 subtrees of 16 leaves.
-    for (k, nkeys) in [(5u32, 7usize), (10, 3)] {
+    // DPF (4-block leaves, nu = 4 over u32): k = 7 (d = 3) runs in groups of 2 keys;
+    // k = 10 (d = 6) splits each tree into 4 subtrees of 16 leaves.
+    for (k, nkeys) in [(7u32, 7usize), (10, 3)] {
         let size = 1u32 << k;
         let alphas: Vec<u32> = (0..nkeys).map(|_| rng.gen_range(0..size)).collect();
         let (k0, k1) = gen_batch::<u32>(k, &alphas, rng.gen(), rng.gen());

@@ -2,11 +2,13 @@
 //!
 //! The tree is expanded breadth first on the device, one dispatch per level, for a group
 //! of keys at once (key-major node buffers, as the CPU's `Expander`), then one dispatch
-//! converts the leaves and multiplies them into the table, summing per key. Groups hold
-//! as many whole trees as fit one node buffer (`Gpu::dpf_nodes` nodes); a tree larger
-//! than that is expanded to a level whose subtrees fit, and the subtrees are finished one
-//! after the other, their partial sums added on the host (wrapping sums: same result).
-//! Party 1's negation is applied on the host.
+//! converts the leaves (each into nb = ceil(2^nu / E) tweaked AES blocks, E = 128/BITS
+//! words per block: 4 blocks unless the domain is tiny, see `crate::dpf::LEAF_BLOCKS`)
+//! and multiplies them into the table, summing per key. Groups hold as many whole trees
+//! as fit one node buffer (`Gpu::dpf_nodes` nodes); a tree larger than that is expanded
+//! to a level whose subtrees fit, and the subtrees are finished one after the other,
+//! their partial sums added on the host (wrapping sums: same result). Party 1's negation
+//! is applied on the host.
 
 use super::{Gpu, GpuError, Kernel, Pooled};
 use crate::dpf::DpfKey;
@@ -27,15 +29,24 @@ fn root<W: Word>(key: &DpfKey<W>) -> [u32; 4] {
     block((key.seed & !1) | key.t as u128)
 }
 
-/// The output correction words packed little-endian into one block.
-fn cw_out_block<W: Word>(key: &DpfKey<W>) -> [u32; 4] {
-    let b = key.cw_out.iter().enumerate().fold(0u128, |b, (i, w)| {
-        b | (w.to_u64() as u128) << (i as u32 * W::BITS)
-    });
-    block(b)
+/// The output correction words packed little-endian into the key's nb leaf blocks: block
+/// i holds words i·E .. (i + 1)·E (E = 128/BITS); a key with fewer than E words has one
+/// block, zero past them.
+fn cw_out_blocks<W: Word>(key: &DpfKey<W>) -> impl Iterator<Item = [u32; 4]> + '_ {
+    let e = (128 / W::BITS) as usize;
+    key.cw_out.chunks(e).map(|ws| {
+        block(ws.iter().enumerate().fold(0u128, |b, (i, w)| {
+            b | (w.to_u64() as u128) << (i as u32 * W::BITS)
+        }))
+    })
 }
 
-/// Per-key buffers of a group of keys: level correction words, output CW, (x, y).
+/// log2 of the AES blocks one leaf-pass invocation converts (whole leaves of one root, so
+/// 2^min(LEAF_INV_BLOCKS_LOG − log2 nb, shift) leaves each): fewer atomics per sum.
+const LEAF_INV_BLOCKS_LOG: u32 = 2;
+
+/// Per-key buffers of a group of keys: level correction words, output CW blocks (nb per
+/// key), (x, y).
 struct KeyBufs<'g> {
     cw: Pooled<'g>,
     cwo: Pooled<'g>,
@@ -55,7 +66,7 @@ fn key_bufs<'g, W: Word>(
             cw.push(block(c.seed | c.t_r as u128));
         }
     }
-    let cwo: Vec<[u32; 4]> = keys.iter().map(cw_out_block).collect();
+    let cwo: Vec<[u32; 4]> = keys.iter().flat_map(cw_out_blocks).collect();
     let xy: Vec<u32> = xs.iter().zip(ys).flat_map(|(&x, &y)| [x, y]).collect();
     Ok(KeyBufs {
         cw: gpu.upload(&cw)?,
@@ -69,6 +80,8 @@ fn key_bufs<'g, W: Word>(
 struct Shape {
     d: u32,
     nu: u32,
+    /// Blocks per leaf: ceil(2^nu / E).
+    nb: u32,
     kx: u32,
     ky: u32,
 }
@@ -106,8 +119,10 @@ pub(super) fn eval_dot2_batch<W: Word>(
         1usize << k,
         "eval_dot batch: table.len() != 2^k"
     );
-    let nu = k.min((128 / W::BITS).trailing_zeros());
+    // nu = min(k, log2(LEAF_BLOCKS·E)) levels packed into a leaf of nb blocks.
+    let nu = crate::dpf::leaf_levels::<W>(k);
     let d = k - nu;
+    let nb = (1u32 << nu).div_ceil(128 / W::BITS);
     for key in keys {
         assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
         assert_eq!(
@@ -135,11 +150,11 @@ pub(super) fn eval_dot2_batch<W: Word>(
         )));
     }
     // Keys per group: whole trees up to the node cap; key data must fit a binding too.
-    let key_bytes = 32 * d as u64 + 16;
+    let key_bytes = 32 * d as u64 + 16 * nb as u64;
     let per_group = ((cap >> d.min(cap_log)) as u64)
         .min(gpu.max_binding / key_bytes)
         .max(1) as usize;
-    let shape = Shape { d, nu, kx, ky };
+    let shape = Shape { d, nu, nb, kx, ky };
     let mut out = vec![W::ZERO; keys.len()];
     gpu.scoped(|| {
         let level = gpu.pipeline(Kernel::DpfLevel, W::BITS)?;
@@ -235,8 +250,9 @@ fn leaf_pass(
     out: &wgpu::Buffer,
     out_base: u32,
 ) -> Result<(), GpuError> {
-    // Invocations: one per 2^min(2, shift) leaves (LPT_LOG in the shader), 256 per group.
-    let groups = (count >> shift.min(2)).div_ceil(256);
+    // Invocations: one per 2^lpt_log leaves, 256 per workgroup.
+    let lpt_log = shift.min(LEAF_INV_BLOCKS_LOG.saturating_sub(s.nb.trailing_zeros()));
+    let groups = (count >> lpt_log).div_ceil(256);
     let params = [
         count as u32,
         shift,
@@ -247,8 +263,8 @@ fn leaf_pass(
         s.kx,
         s.ky,
         out_base,
-        0,
-        0,
+        s.nb,
+        lpt_log,
         0,
     ];
     gpu.dispatch_linear(

@@ -542,7 +542,8 @@ impl Gpu {
     ///
     /// Cost: upload of the table and the keys' correction words; on the device, per key,
     /// 2^d − 1 PRG doublings (2 AES each, one dispatch per tree level for a group of
-    /// keys) and 2^d leaf conversions (1 AES each) fused with the 2^k multiply-adds;
+    /// keys) and 2^d leaf conversions (ceil(2^nu/E) <= 4 AES each, E = 128/BITS) fused
+    /// with the 2^k multiply-adds;
     /// readback of one u32 per key (or per subtree of a large tree; u64 words for u64).
     /// All word widths. Panics on the CPU function's preconditions.
     pub fn dpf_eval_dot_batch<W: Word>(
