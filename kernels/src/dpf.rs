@@ -542,10 +542,9 @@ impl<W: Word> Expander<W> {
                 && Prg::dpf_leaves_dot_ok::<W>(self.be, tab.ky)
             {
                 self.cwl.clear();
-                self.cwl.extend(
-                    keys.iter()
-                        .flat_map(|key| key.cw_out.chunks_exact(e).map(words_block)),
-                );
+                for key in keys {
+                    push_blocks(&mut self.cwl, &key.cw_out);
+                }
                 let nodes = &self.nodes[..m];
                 Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
                 return;
@@ -680,6 +679,24 @@ fn words_block<W: Word>(ws: &[W]) -> u128 {
     ws.iter().enumerate().fold(0u128, |b, (i, w)| {
         b | (w.to_u64() as u128) << (i as u32 * W::BITS)
     })
+}
+
+/// Appends the words of `ws` (a whole number of blocks) packed into blocks as
+/// [`words_block`] packs them: on a little-endian target the words' bytes already are the
+/// blocks' bytes, so this is a copy.
+#[inline]
+fn push_blocks<W: Word>(out: &mut Vec<u128>, ws: &[W]) {
+    if cfg!(target_endian = "big") {
+        out.extend(ws.chunks_exact((128 / W::BITS) as usize).map(words_block));
+        return;
+    }
+    let bytes: &[u8] = bytemuck::cast_slice(ws);
+    debug_assert!(bytes.len().is_multiple_of(16));
+    out.extend(bytes.chunks_exact(16).map(|c| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(c);
+        u128::from_le_bytes(b)
+    }));
 }
 
 /// A key's root node (seed with the control bit in the LSB).
