@@ -7,7 +7,7 @@
 use crate::backend::{backend, pool, Backend, COUNTERS, GPU_MIN_WORK};
 use crate::bitfc::{self, PackedSigns};
 use crate::dcf::{self, DcfKey};
-use crate::dpf::{self, DpfKey};
+use crate::dpf::{self, DpfKeys};
 use crate::lut;
 use crate::matmul;
 use crate::word::Word;
@@ -213,7 +213,7 @@ pub fn rotate_tables2<W: Word>(table: &[W], kx: u32, ky: u32, rx: &[u32], ry: &[
 }
 
 /// Batched fused DPF expand-and-dot; see [`dpf::eval_dot_batch`].
-pub fn dpf_eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
+pub fn dpf_eval_dot_batch<W: Word>(keys: &DpfKeys<W>, table: &[W], xs: &[u32]) -> Vec<W> {
     run(
         keys.len() * table.len(),
         || dpf::eval_dot_batch_scalar(keys, table, xs),
@@ -224,7 +224,7 @@ pub fn dpf_eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) 
 
 /// Batched two-input fused DPF expand-and-dot; see [`dpf::eval_dot2_batch`].
 pub fn dpf_eval_dot2_batch<W: Word>(
-    keys: &[DpfKey<W>],
+    keys: &DpfKeys<W>,
     table: &[W],
     kx: u32,
     ky: u32,
@@ -246,7 +246,7 @@ pub fn dpf_gen_batch<W: Word>(
     alphas: &[u32],
     beta: W,
     seed: [u8; 32],
-) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
+) -> (DpfKeys<W>, DpfKeys<W>) {
     pool().install(|| dpf::gen_batch(k, alphas, beta, seed))
 }
 
@@ -348,14 +348,14 @@ mod gpu_arm {
         gpu()?.rotate_tables(t, k, rhos).ok()
     }
     pub(super) fn dpf_eval_dot_batch<W: Word>(
-        keys: &[DpfKey<W>],
+        keys: &DpfKeys<W>,
         t: &[W],
         xs: &[u32],
     ) -> Option<Vec<W>> {
         gpu()?.dpf_eval_dot_batch(keys, t, xs).ok()
     }
     pub(super) fn dpf_eval_dot2_batch<W: Word>(
-        keys: &[DpfKey<W>],
+        keys: &DpfKeys<W>,
         t: &[W],
         kx: u32,
         ky: u32,

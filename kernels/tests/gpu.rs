@@ -322,7 +322,7 @@ fn check_dpf<W: Word>(g: &Gpu, seed: u64, ks: &[u32], n: usize) {
             );
         }
     }
-    let none: Vec<kernels::dpf::DpfKey<W>> = Vec::new();
+    let none = kernels::dpf::DpfKeys::<W>::new(1, 0);
     assert!(g.dpf_eval_dot_batch(&none, &[], &[]).unwrap().is_empty());
 }
 

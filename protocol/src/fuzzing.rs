@@ -48,6 +48,16 @@ fn vecs<R: crate::ring::Ring>(buf: &[u8], n: usize) {
         if keys.is_empty() {
             return;
         }
+        // Each key decodes as a single key too, to the same key.
+        let mut one = vec![];
+        keys.write_to(&mut one);
+        let kb = one.len() / keys.len();
+        for i in 0..keys.len() {
+            let (key, used) = DpfKey::<R>::read_from(keys.k(), &one[i * kb..])
+                .expect("a batch key decodes alone");
+            assert_eq!(used, kb);
+            assert_eq!(key, keys.key(i), "batch and single decoding agree");
+        }
         // A decoded key re-encodes to the bytes it came from (canonical format).
         let mut out = vec![];
         Keys(keys).put(&mut out);

@@ -6,7 +6,7 @@
 use crate::error::{ProtocolError, Result};
 use crate::net::PartyId;
 use crate::ring::{self, Ring};
-use kernels::dpf::DpfKey;
+use kernels::dpf::DpfKeys;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -90,31 +90,26 @@ impl<A: Prep> Prep for Option<A> {
     }
 }
 
-/// A batch of DPF keys (a newtype: `Vec<R>` of ring words has its own encoding).
-pub struct Keys<W: Ring>(pub Vec<DpfKey<W>>);
+/// A batch of one party's DPF keys (a newtype: `Vec<R>` of ring words has its own
+/// encoding): the key count, k, then the keys as the dealer serialised them.
+pub struct Keys<W: Ring>(pub DpfKeys<W>);
 
 impl<W: Ring> Prep for Keys<W> {
     fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.0.len() as u64).to_le_bytes());
-        out.push(self.0.first().map_or(0, |k| k.k as u8));
-        for k in &self.0 {
-            k.write_to(out);
-        }
+        out.push(self.0.k() as u8);
+        self.0.write_to(out);
     }
     fn get(buf: &mut &[u8]) -> Result<Self> {
         let n = get_u64(buf)? as usize;
         let k = take(buf, 1)?[0] as u32;
-        // `n` is read from the file: reserve no more keys than its bytes can hold.
-        let most = match (1..=kernels::dpf::MAX_K).contains(&k) {
-            true => buf.len() / kernels::dpf::key_bytes(k, W::BITS),
-            false => 0,
-        };
-        let mut keys = Vec::with_capacity(n.min(most));
-        for _ in 0..n {
-            let (key, used) = DpfKey::<W>::read_from(k, buf).map_err(|e| bad(e.to_string()))?;
-            *buf = &buf[used..];
-            keys.push(key);
+        if n == 0 {
+            return Ok(Keys(DpfKeys::new(k, 0)));
         }
+        // `n` is read from the file: `read_from` checks the bytes are there before it
+        // reserves anything.
+        let (keys, used) = DpfKeys::<W>::read_from(k, n, buf).map_err(|e| bad(e.to_string()))?;
+        *buf = &buf[used..];
         Ok(Keys(keys))
     }
 }
@@ -307,7 +302,8 @@ mod tests {
         q.push(vec![1u32, 2, 3]).unwrap();
         q.push((vec![7u64], Some((vec![1u16], vec![2u16], vec![3u16]))))
             .unwrap();
-        q.push(Keys(vec![k0.clone()])).unwrap();
+        q.push(Keys(DpfKeys::from_keys(std::slice::from_ref(&k0))))
+            .unwrap();
         q.push((vec![9u32], None::<(Vec<u32>, Vec<u32>, Vec<u32>)>))
             .unwrap();
         assert_eq!(q.len(), 4);
@@ -317,7 +313,7 @@ mod tests {
         assert_eq!(b.1.unwrap().2, vec![3]);
         let keys: Keys<u32> = q.pop("c").unwrap();
         assert_eq!(
-            kernels::dpf::eval_full(&keys.0[0]),
+            kernels::dpf::eval_full(&keys.0.key(0)),
             kernels::dpf::eval_full(&k0)
         );
         let d: (Vec<u32>, Extra<u32>) = q.pop("d").unwrap();

@@ -11,7 +11,8 @@
 //! is applied on the host.
 
 use super::{Gpu, GpuError, Kernel, Pooled};
-use crate::dpf::DpfKey;
+use crate::dpf::keys::KeysRef;
+use crate::dpf::DpfKeys;
 use crate::word::Word;
 
 /// Node as the shader sees it: the little-endian u32 words of the u128.
@@ -24,17 +25,12 @@ fn block(v: u128) -> [u32; 4] {
     ]
 }
 
-/// Root node of a key: seed with the control bit in the LSB.
-fn root<W: Word>(key: &DpfKey<W>) -> [u32; 4] {
-    block((key.seed & !1) | key.t as u128)
-}
-
 /// The output correction words packed little-endian into the key's nb leaf blocks: block
 /// i holds words i·E .. (i + 1)·E (E = 128/BITS); a key with fewer than E words has one
 /// block, zero past them.
-fn cw_out_blocks<W: Word>(key: &DpfKey<W>) -> impl Iterator<Item = [u32; 4]> + '_ {
+fn cw_out_blocks<W: Word>(cw_out: &[W]) -> impl Iterator<Item = [u32; 4]> + '_ {
     let e = (128 / W::BITS) as usize;
-    key.cw_out.chunks(e).map(|ws| {
+    cw_out.chunks(e).map(|ws| {
         block(ws.iter().enumerate().fold(0u128, |b, (i, w)| {
             b | (w.to_u64() as u128) << (i as u32 * W::BITS)
         }))
@@ -55,18 +51,21 @@ struct KeyBufs<'g> {
 
 fn key_bufs<'g, W: Word>(
     gpu: &'g Gpu,
-    keys: &[DpfKey<W>],
+    keys: &KeysRef<'_, W>,
     xs: &[u32],
     ys: &[u32],
 ) -> Result<KeyBufs<'g>, GpuError> {
-    let mut cw = Vec::with_capacity(keys.len() * keys[0].cws.len() * 2);
-    for key in keys {
-        for c in &key.cws {
-            cw.push(block(c.seed | c.t_l as u128));
-            cw.push(block(c.seed | c.t_r as u128));
+    let mut cw = Vec::with_capacity(keys.len() * keys.d * 2);
+    for i in 0..keys.len() {
+        for l in 0..keys.d {
+            let (cl, cr) = keys.cw(i, l);
+            cw.push(block(cl));
+            cw.push(block(cr));
         }
     }
-    let cwo: Vec<[u32; 4]> = keys.iter().flat_map(cw_out_blocks).collect();
+    let cwo: Vec<[u32; 4]> = (0..keys.len())
+        .flat_map(|i| cw_out_blocks(keys.cw_out(i)))
+        .collect();
     let xy: Vec<u32> = xs.iter().zip(ys).flat_map(|(&x, &y)| [x, y]).collect();
     Ok(KeyBufs {
         cw: gpu.upload(&cw)?,
@@ -89,7 +88,7 @@ struct Shape {
 /// See `Gpu::dpf_eval_dot2_batch`.
 pub(super) fn eval_dot2_batch<W: Word>(
     gpu: &Gpu,
-    keys: &[DpfKey<W>],
+    keys: &DpfKeys<W>,
     table: &[W],
     kx: u32,
     ky: u32,
@@ -123,19 +122,9 @@ pub(super) fn eval_dot2_batch<W: Word>(
     let nu = crate::dpf::leaf_levels::<W>(k);
     let d = k - nu;
     let nb = (1u32 << nu).div_ceil(128 / W::BITS);
-    for key in keys {
-        assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
-        assert_eq!(
-            key.cws.len(),
-            d as usize,
-            "dpf: key has the wrong number of levels"
-        );
-        assert_eq!(
-            key.cw_out.len(),
-            1usize << nu,
-            "dpf: key has the wrong output CW length"
-        );
-    }
+    // A `DpfKeys` holds well-formed keys of one domain and party.
+    assert_eq!(keys.k(), k, "eval_dot batch: key on the wrong domain");
+    let all = keys.view();
     let table_bytes = table.len() as u64 * super::word_bytes::<W>();
     if table_bytes > gpu.max_binding {
         return Err(GpuError::Unsupported(format!(
@@ -166,19 +155,20 @@ pub(super) fn eval_dot2_batch<W: Word>(
         let tbuf = gpu.upload(table)?;
         for g0 in (0..keys.len()).step_by(per_group) {
             let g1 = (g0 + per_group).min(keys.len());
-            let group = &keys[g0..g1];
+            let group = all.range(g0, g1);
             let sums = if (1usize << d) <= cap {
-                whole_trees(gpu, &pipes, &tbuf, shape, group, &xs[g0..g1], &ys[g0..g1])?
+                whole_trees(gpu, &pipes, &tbuf, shape, &group, &xs[g0..g1], &ys[g0..g1])?
             } else {
                 let mut sums = Vec::with_capacity(group.len());
-                for (i, key) in group.iter().enumerate() {
+                for i in 0..group.len() {
                     let (x, y) = (&xs[g0 + i..g0 + i + 1], &ys[g0 + i..g0 + i + 1]);
-                    sums.push(split_tree(gpu, &pipes, &tbuf, shape, key, x, y)?);
+                    let key = group.range(i, i + 1);
+                    sums.push(split_tree(gpu, &pipes, &tbuf, shape, &key, x, y)?);
                 }
                 sums
             };
-            for ((o, key), v) in out[g0..g1].iter_mut().zip(group).zip(sums) {
-                *o = if key.party == 1 { v.wneg() } else { v };
+            for (o, v) in out[g0..g1].iter_mut().zip(sums) {
+                *o = if all.party == 1 { v.wneg() } else { v };
             }
         }
         Ok(())
@@ -289,13 +279,13 @@ fn whole_trees<W: Word>(
     pipes: &Pipes<'_>,
     tbuf: &wgpu::Buffer,
     s: Shape,
-    keys: &[DpfKey<W>],
+    keys: &KeysRef<'_, W>,
     xs: &[u32],
     ys: &[u32],
 ) -> Result<Vec<W>, GpuError> {
     let g = keys.len();
     let kb = key_bufs(gpu, keys, xs, ys)?;
-    let roots: Vec<[u32; 4]> = keys.iter().map(root).collect();
+    let roots: Vec<[u32; 4]> = (0..g).map(|i| block(keys.root(i))).collect();
     let rbuf = gpu.upload(&roots)?;
     let leaves = g << s.d;
     let (a, b) = if s.d > 0 {
@@ -345,7 +335,7 @@ fn split_tree<W: Word>(
     pipes: &Pipes<'_>,
     tbuf: &wgpu::Buffer,
     s: Shape,
-    key: &DpfKey<W>,
+    key: &KeysRef<'_, W>,
     xs: &[u32],
     ys: &[u32],
 ) -> Result<W, GpuError> {
@@ -353,8 +343,8 @@ fn split_tree<W: Word>(
     let sub = cap_log.min(s.d);
     let top = s.d - sub;
     let chunks = 1usize << top;
-    let kb = key_bufs(gpu, std::slice::from_ref(key), xs, ys)?;
-    let rbuf = gpu.upload(&[root(key)])?;
+    let kb = key_bufs(gpu, key, xs, ys)?;
+    let rbuf = gpu.upload(&[block(key.root(0))])?;
     let (ta, tb) = (nodes_buf(gpu, chunks)?, nodes_buf(gpu, chunks)?);
     let (a, b) = (nodes_buf(gpu, 1 << sub)?, nodes_buf(gpu, 1 << sub)?);
     let croot = nodes_buf(gpu, 1)?;

@@ -32,7 +32,7 @@ mod aes;
 mod dpf;
 
 use crate::bitfc::PackedSigns;
-use crate::dpf::DpfKey;
+use crate::dpf::DpfKeys;
 use crate::word::Word;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -548,11 +548,11 @@ impl Gpu {
     /// All word widths. Panics on the CPU function's preconditions.
     pub fn dpf_eval_dot_batch<W: Word>(
         &self,
-        keys: &[DpfKey<W>],
+        keys: &DpfKeys<W>,
         table: &[W],
         xs: &[u32],
     ) -> Result<Vec<W>, GpuError> {
-        let k = keys.first().map_or(0, |key| key.k);
+        let k = keys.k();
         let ys = vec![0u32; xs.len()];
         dpf::eval_dot2_batch(self, keys, table, 0, k, &ys, xs)
     }
@@ -564,7 +564,7 @@ impl Gpu {
     /// preconditions.
     pub fn dpf_eval_dot2_batch<W: Word>(
         &self,
-        keys: &[DpfKey<W>],
+        keys: &DpfKeys<W>,
         table: &[W],
         kx: u32,
         ky: u32,

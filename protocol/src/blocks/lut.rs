@@ -9,7 +9,7 @@ use crate::error::{shape_err, ProtocolError, Result};
 use crate::net::PartyId;
 use crate::prep::Keys;
 use crate::ring::{self, Ring};
-use kernels::dpf::{self, DpfKey};
+use kernels::dpf::{self, DpfKeys};
 use rand_core::RngCore;
 
 /// Rotated tables dealt per batch (the dealer rotates a batch in parallel, then shares
@@ -118,26 +118,14 @@ pub(crate) fn material_seed(st: &mut crate::engine::OpState) -> Result<[u8; 32]>
     Ok(s)
 }
 
-fn write_keys<O: Ring>(keys: &[DpfKey<O>], out: &mut Vec<u8>) {
-    for k in keys {
-        k.write_to(out);
-    }
-}
-
-fn read_keys<O: Ring>(k: u32, n: usize, buf: &[u8]) -> Result<Vec<DpfKey<O>>> {
-    let mut keys = Vec::with_capacity(n);
-    let mut rest = buf;
-    for _ in 0..n {
-        let (key, used) = DpfKey::<O>::read_from(k, rest)
-            .map_err(|e| ring::malformed(PartyId::Dealer, "DPF key", e.to_string()))?;
-        keys.push(key);
-        rest = &rest[used..];
-    }
-    if !rest.is_empty() {
+fn read_keys<O: Ring>(k: u32, n: usize, buf: &[u8]) -> Result<DpfKeys<O>> {
+    let (keys, used) = DpfKeys::<O>::read_from(k, n, buf)
+        .map_err(|e| ring::malformed(PartyId::Dealer, "DPF key", e.to_string()))?;
+    if used != buf.len() {
         return Err(ring::malformed(
             PartyId::Dealer,
             "DPF keys",
-            format!("{} trailing bytes", rest.len()),
+            format!("{} trailing bytes", buf.len() - used),
         ));
     }
     Ok(keys)
@@ -255,8 +243,8 @@ impl Engine {
                 if dpf_mode {
                     let seed = material_seed(&mut st)?;
                     let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
-                    write_keys(&k0, &mut st.blob0);
-                    write_keys(&k1, &mut st.blob1);
+                    k0.write_to(&mut st.blob0);
+                    k1.write_to(&mut st.blob1);
                 } else {
                     // In chunks of tables: parallel rotation, bounded extra memory.
                     for rc in rho.chunks(ROT_CHUNK) {
@@ -342,8 +330,8 @@ impl Engine {
                         rx.iter().zip(&ry).map(|(a, b)| (a << wy.k) | b).collect();
                     let seed = material_seed(&mut st)?;
                     let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(k, &alpha, O::ONE, seed);
-                    write_keys(&k0, &mut st.blob0);
-                    write_keys(&k1, &mut st.blob1);
+                    k0.write_to(&mut st.blob0);
+                    k1.write_to(&mut st.blob1);
                 } else {
                     for (cx, cy) in rx.chunks(ROT_CHUNK).zip(ry.chunks(ROT_CHUNK)) {
                         st.deal(&kernels::ops::rotate_tables2(
@@ -423,8 +411,8 @@ impl Engine {
                 let rho = mask_index(z, w)?;
                 let seed = material_seed(&mut st)?;
                 let (k0, k1) = kernels::ops::dpf_gen_batch::<O>(w.k, &rho, O::ONE, seed);
-                write_keys(&k0, &mut st.blob0);
-                write_keys(&k1, &mut st.blob1);
+                k0.write_to(&mut st.blob0);
+                k1.write_to(&mut st.blob1);
                 let a_t = self.reg.get(name)?.a::<O>()?.to_vec();
                 for rc in rho.chunks(ROT_CHUNK) {
                     st.deal(&kernels::ops::rotate_tables(&a_t, w.k, rc))?;

@@ -23,12 +23,13 @@
 //! (4 AES each), about 1.5·2^k/E AES blocks (the one-block leaf of earlier versions
 //! needed 3·2^k/E), plus 2^k ring operations. [`eval_dot`] fuses
 //! the expansion with the table product: the tree is walked depth first down to subtrees
-//! of at most 2^11 leaves, each subtree expanded breadth first (so AES runs on long
+//! of at most 2^9 leaves, each subtree expanded breadth first (so AES runs on long
 //! batches of blocks), and its leaf words are multiply-accumulated against the rotated
 //! table (a reversed copy with every row stored twice, so each row is one contiguous
 //! dot product), so at most ~100 KB are live whatever k is. The batched evaluators
-//! expand small trees (d <= 11) of several keys together, level by level (groups of
-//! about 2^10 leaves), and prefetch the next keys' correction words.
+//! expand small trees (d <= 9) of several keys together, level by level (groups of
+//! about 2^8 leaves), reading a batch of keys from flat arrays ([`DpfKeys`]: contiguous
+//! runs per group, which the hardware prefetcher streams).
 //!
 //! **Speed.** Each tree level is one fused kernel (AES under k0 and k1, feed-forward,
 //! control-bit correction), and so is the leaf conversion; with VAES + AVX-512 one leaf is
@@ -41,6 +42,10 @@ use crate::prg::{block_words, split, AesImpl, Prg};
 use crate::word::Word;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
+
+pub(crate) mod keys;
+pub use keys::DpfKeys;
+use keys::KeysRef;
 
 /// Largest supported domain exponent.
 pub const MAX_K: u32 = 24;
@@ -176,21 +181,20 @@ impl<W: Word> DpfKey<W> {
     /// control-bit CWs packed (bit 2i = t_L of level i, bit 2i+1 = t_R), the output CW.
     /// Cost: O(key size).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.reserve(key_bytes(self.k, W::BITS));
-        out.push(self.party & 1 | (self.t as u8) << 1);
-        out.extend_from_slice(&self.seed.to_le_bytes());
-        for cw in &self.cws {
-            out.extend_from_slice(&cw.seed.to_le_bytes());
-        }
-        let mut bits = vec![0u8; (2 * self.cws.len()).div_ceil(8)];
-        for (i, cw) in self.cws.iter().enumerate() {
-            bits[(2 * i) / 8] |= (cw.t_l as u8) << ((2 * i) % 8);
-            bits[(2 * i + 1) / 8] |= (cw.t_r as u8) << ((2 * i + 1) % 8);
-        }
-        out.extend_from_slice(&bits);
-        for &w in &self.cw_out {
-            w.write_le(out);
-        }
+        let seeds: Vec<u128> = self.cws.iter().map(|cw| cw.seed).collect();
+        let bits: Vec<u8> = self
+            .cws
+            .iter()
+            .map(|cw| cw.t_l as u8 | (cw.t_r as u8) << 1)
+            .collect();
+        write_key(
+            out,
+            self.party | (self.t as u8) << 1,
+            self.seed,
+            &seeds,
+            &bits,
+            &self.cw_out,
+        );
     }
 
     /// Parses a key for domain 2^k from the start of `buf`; returns it and the number of
@@ -210,53 +214,104 @@ impl<W: Word> DpfKey<W> {
                 got: buf.len(),
             });
         }
-        let (_, d, used) = shape(k, W::BITS);
-        let d = d as usize;
-        let h = buf[0];
-        if h > 3 || (h & 1) != (h >> 1) {
-            return Err(DpfError::BadHeader(h));
-        }
-        let block = |off: usize| -> u128 {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(&buf[off..off + 16]);
-            u128::from_le_bytes(b)
-        };
-        let seed = block(1);
-        if seed & 1 != 0 {
-            return Err(DpfError::NonCanonical("root seed LSB set"));
-        }
-        let mut cws = Vec::with_capacity(d);
-        let tb = 17 + 16 * d;
-        for i in 0..d {
-            let s = block(17 + 16 * i);
-            if s & 1 != 0 {
-                return Err(DpfError::NonCanonical("correction seed LSB set"));
-            }
-            let bit = |j: usize| (buf[tb + j / 8] >> (j % 8)) & 1 == 1;
-            cws.push(CorrectionWord {
-                seed: s,
-                t_l: bit(2 * i),
-                t_r: bit(2 * i + 1),
-            });
-        }
-        let nbits = (2 * d).div_ceil(8);
-        if (2 * d) & 7 != 0 && buf[tb + nbits - 1] >> ((2 * d) & 7) != 0 {
-            return Err(DpfError::NonCanonical("control-bit padding set"));
-        }
-        let wb = (W::BITS / 8) as usize;
-        let ob = tb + nbits;
-        let cw_out = (0..used).map(|i| W::read_le(&buf[ob + i * wb..])).collect();
-        debug_assert_eq!(ob + used * wb, need);
+        let (mut seeds, mut bits, mut cw_out) = (Vec::new(), Vec::new(), Vec::new());
+        let p = parse_key(k, &buf[..need], &mut seeds, &mut bits, &mut cw_out)?;
+        let cws = seeds
+            .iter()
+            .zip(&bits)
+            .map(|(&seed, &b)| CorrectionWord {
+                seed,
+                t_l: b & 1 == 1,
+                t_r: b & 2 == 2,
+            })
+            .collect();
         let key = DpfKey {
             k,
-            party: h & 1,
-            seed,
-            t: h & 2 != 0,
+            party: p.party,
+            seed: p.seed,
+            t: p.party == 1,
             cws,
             cw_out,
         };
         Ok((key, need))
     }
+}
+
+/// Appends one serialised key (the format of [`DpfKey::write_to`]; `header` bit 0 the
+/// party, bit 1 the root control bit; `bits[i]` bit 0 t_L and bit 1 t_R of level i).
+fn write_key<W: Word>(
+    out: &mut Vec<u8>,
+    header: u8,
+    seed: u128,
+    cw_seeds: &[u128],
+    cw_bits: &[u8],
+    cw_out: &[W],
+) {
+    out.push(header & 3);
+    out.extend_from_slice(&seed.to_le_bytes());
+    for s in cw_seeds {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut packed = vec![0u8; (2 * cw_seeds.len()).div_ceil(8)];
+    for (i, &b) in cw_bits.iter().enumerate() {
+        packed[(2 * i) / 8] |= (b & 3) << ((2 * i) % 8);
+    }
+    out.extend_from_slice(&packed);
+    for &w in cw_out {
+        w.write_le(out);
+    }
+}
+
+/// The fields of a parsed key header.
+struct Parsed {
+    party: u8,
+    seed: u128,
+}
+
+/// Parses one key for domain 2^k from `buf` (exactly [`key_bytes`]`(k, BITS)` bytes,
+/// k valid), appending its d seed CWs, d control-bit pairs (bit 0 t_L, bit 1 t_R) and
+/// output CW to the sinks; the checks of [`DpfKey::read_from`].
+fn parse_key<W: Word>(
+    k: u32,
+    buf: &[u8],
+    cw_seeds: &mut Vec<u128>,
+    cw_bits: &mut Vec<u8>,
+    cw_out: &mut Vec<W>,
+) -> Result<Parsed, DpfError> {
+    let (_, d, used) = shape(k, W::BITS);
+    let d = d as usize;
+    debug_assert_eq!(buf.len(), key_bytes(k, W::BITS));
+    let h = buf[0];
+    if h > 3 || (h & 1) != (h >> 1) {
+        return Err(DpfError::BadHeader(h));
+    }
+    let block = |off: usize| -> u128 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&buf[off..off + 16]);
+        u128::from_le_bytes(b)
+    };
+    let seed = block(1);
+    if seed & 1 != 0 {
+        return Err(DpfError::NonCanonical("root seed LSB set"));
+    }
+    let tb = 17 + 16 * d;
+    for i in 0..d {
+        let s = block(17 + 16 * i);
+        if s & 1 != 0 {
+            return Err(DpfError::NonCanonical("correction seed LSB set"));
+        }
+        cw_seeds.push(s);
+        cw_bits.push((buf[tb + (2 * i) / 8] >> ((2 * i) % 8)) & 3);
+    }
+    let nbits = (2 * d).div_ceil(8);
+    if (2 * d) & 7 != 0 && buf[tb + nbits - 1] >> ((2 * d) & 7) != 0 {
+        return Err(DpfError::NonCanonical("control-bit padding set"));
+    }
+    let wb = (W::BITS / 8) as usize;
+    let ob = tb + nbits;
+    cw_out.extend((0..used).map(|i| W::read_le(&buf[ob + i * wb..])));
+    debug_assert_eq!(ob + used * wb, buf.len());
+    Ok(Parsed { party: h & 1, seed })
 }
 
 /// Generates a key pair for `beta·e_alpha` over the domain 2^k (outputs in Z/2^BITS):
@@ -285,10 +340,15 @@ pub fn gen_batch<W: Word>(
     alphas: &[u32],
     beta: W,
     seed: [u8; 32],
-) -> (Vec<DpfKey<W>>, Vec<DpfKey<W>>) {
-    crate::prg::gen_pairs_chunked(alphas, GEN_CHUNK, seed, |chunk, rng| {
+) -> (DpfKeys<W>, DpfKeys<W>) {
+    let (k0, k1) = crate::prg::gen_pairs_chunked(alphas, GEN_CHUNK, seed, |chunk, rng| {
         gen_many(k, chunk, beta, rng)
-    })
+    });
+    let (mut b0, mut b1) = (DpfKeys::from_keys(&k0), DpfKeys::from_keys(&k1));
+    if alphas.is_empty() {
+        (b0, b1) = (DpfKeys::new(k, 0), DpfKeys::new(k, 1));
+    }
+    (b0, b1)
 }
 
 /// Level-synchronous key generation for a batch of points (AES on batches of seeds).
@@ -454,19 +514,19 @@ impl<W: Word> Expander<W> {
         }
     }
 
-    /// Depth-first walk of one key's subtree under `node` at `level` (domain offset
-    /// `j0`), calling `f(j, words)` with the unsigned leaf values Convert(s) + t·CW_out
-    /// of each chunk of 2^CHUNK_LEVELS leaves, in domain order (`j` is the domain
-    /// index of `words[0]`).
+    /// Depth-first walk of one key's (`key`, a run of one) subtree under `node` at
+    /// `level` (domain offset `j0`), calling `f(j, words)` with the unsigned leaf values
+    /// Convert(s) + t·CW_out of each chunk of 2^CHUNK_LEVELS leaves, in domain order (`j`
+    /// is the domain index of `words[0]`).
     fn for_each_chunk(
         &mut self,
-        key: &DpfKey<W>,
+        key: &KeysRef<'_, W>,
         level: u32,
         node: u128,
         j0: usize,
         f: &mut impl FnMut(usize, &[W]),
     ) {
-        let d = key.cws.len() as u32;
+        let d = key.d as u32;
         if d - level > CHUNK_LEVELS {
             let (l, r) = children(self.be, key, level, node);
             let half = 1usize << (key.k - level - 1);
@@ -475,18 +535,18 @@ impl<W: Word> Expander<W> {
         } else {
             self.roots.clear();
             self.roots.push(node);
-            self.expand(std::slice::from_ref(key), level);
+            self.expand(key, level);
             f(j0, &self.words);
         }
     }
 
     /// Unsigned partial rotated dot product (as `rotated_dot2_doubled` over the leaf
-    /// values) of one key's subtree under `node` at `level` (domain offset `j0`), walked
-    /// depth first down to subtrees of 2^CHUNK_LEVELS leaves.
+    /// values) of one key's (`key`, a run of one) subtree under `node` at `level` (domain
+    /// offset `j0`), walked depth first down to subtrees of 2^CHUNK_LEVELS leaves.
     #[allow(clippy::too_many_arguments)]
     fn dot_chunks(
         &mut self,
-        key: &DpfKey<W>,
+        key: &KeysRef<'_, W>,
         level: u32,
         node: u128,
         j0: usize,
@@ -494,7 +554,7 @@ impl<W: Word> Expander<W> {
         x: u32,
         y: u32,
     ) -> W {
-        let d = key.cws.len() as u32;
+        let d = key.d as u32;
         if d - level > CHUNK_LEVELS {
             let (l, r) = children(self.be, key, level, node);
             let half = 1usize << (key.k - level - 1);
@@ -504,27 +564,19 @@ impl<W: Word> Expander<W> {
             self.roots.clear();
             self.roots.push(node);
             let mut out = [W::ZERO];
-            self.expand_dot(
-                std::slice::from_ref(key),
-                level,
-                tab,
-                &[x],
-                &[y],
-                j0,
-                &mut out,
-            );
+            self.expand_dot(key, level, tab, &[x], &[y], j0, &mut out);
             out[0]
         }
     }
 
-    /// Breadth-first expansion of `self.roots[g]` (a node of `keys[g]` at `level`) with
-    /// the leaf values of each key fed straight into the rotated dot product:
+    /// Breadth-first expansion of `self.roots[g]` (a node of key g of `keys` at `level`)
+    /// with the leaf values of each key fed straight into the rotated dot product:
     /// `out[g]` = unsigned `rotated_dot2_doubled(tab, xs[g], ys[g], j0, leaf values of
     /// key g)`. Fused into the leaf conversion when the backend and shape allow it.
     #[allow(clippy::too_many_arguments)]
     fn expand_dot(
         &mut self,
-        keys: &[DpfKey<W>],
+        keys: &KeysRef<'_, W>,
         level: u32,
         tab: &DotTable<'_, W>,
         xs: &[u32],
@@ -536,15 +588,11 @@ impl<W: Word> Expander<W> {
         // The fused kernel exists on x86_64 only (VAES).
         #[cfg(target_arch = "x86_64")]
         {
-            let shift = keys[0].cws.len() as u32 - level;
+            let shift = keys.d as u32 - level;
             let e = (128 / W::BITS) as usize;
-            if keys[0].cw_out.len() == LEAF_BLOCKS * e
-                && Prg::dpf_leaves_dot_ok::<W>(self.be, tab.ky)
-            {
+            if keys.used == LEAF_BLOCKS * e && Prg::dpf_leaves_dot_ok::<W>(self.be, tab.ky) {
                 self.cwl.clear();
-                for key in keys {
-                    push_blocks(&mut self.cwl, &key.cw_out);
-                }
+                push_blocks(&mut self.cwl, keys.cw_out_all());
                 let nodes = &self.nodes[..m];
                 Prg::fixed().dpf_leaves_dot(self.be, nodes, &self.cwl, shift, tab, xs, ys, j0, out);
                 return;
@@ -558,19 +606,19 @@ impl<W: Word> Expander<W> {
         }
     }
 
-    /// Breadth-first expansion of `self.roots[g]` (a node of `keys[g]` at `level`; all
-    /// keys of the same shape) down to the leaves. Afterwards `self.words` holds, for
-    /// each key in order, the 2^(d − level)·2^nu unsigned leaf values of its subtree.
-    fn expand(&mut self, keys: &[DpfKey<W>], level: u32) {
+    /// Breadth-first expansion of `self.roots[g]` (a node of key g of `keys` at `level`)
+    /// down to the leaves. Afterwards `self.words` holds, for each key in order, the
+    /// 2^(d − level)·2^nu unsigned leaf values of its subtree.
+    fn expand(&mut self, keys: &KeysRef<'_, W>, level: u32) {
         let m = self.expand_levels(keys, level);
         self.leaf_words(keys, level, m);
     }
 
     /// The tree levels of [`Expander::expand`]: afterwards `self.nodes[..m]` (returned m)
     /// holds the leaf nodes of every key's subtree, key-major.
-    fn expand_levels(&mut self, keys: &[DpfKey<W>], level: u32) -> usize {
+    fn expand_levels(&mut self, keys: &KeysRef<'_, W>, level: u32) -> usize {
         let prg = Prg::fixed();
-        let d = keys[0].cws.len() as u32;
+        let d = keys.d as u32;
         debug_assert_eq!(keys.len(), self.roots.len());
         // Both node buffers are sized for the leaf level once (they only ever grow, so
         // no per-level zero filling); `n` nodes of `self.nodes` are live.
@@ -587,10 +635,11 @@ impl<W: Word> Expander<W> {
         let levels = (d - level) as usize;
         self.cwl.resize(levels * g, 0);
         self.cwr.resize(levels * g, 0);
-        for (i, key) in keys.iter().enumerate() {
-            for (depth, cw) in key.cws[level as usize..].iter().enumerate() {
-                self.cwl[depth * g + i] = cw.seed | cw.t_l as u128;
-                self.cwr[depth * g + i] = cw.seed | cw.t_r as u128;
+        for i in 0..g {
+            for depth in 0..levels {
+                let (l, r) = keys.cw(i, level as usize + depth);
+                self.cwl[depth * g + i] = l;
+                self.cwr[depth * g + i] = r;
             }
         }
         for depth in 0..levels {
@@ -612,19 +661,19 @@ impl<W: Word> Expander<W> {
 
     /// The leaf conversion of [`Expander::expand`] for the `m` leaf nodes of
     /// [`Expander::expand_levels`]: Convert(s) + t·CW_out into `self.words`.
-    fn leaf_words(&mut self, keys: &[DpfKey<W>], level: u32, m: usize) {
+    fn leaf_words(&mut self, keys: &KeysRef<'_, W>, level: u32, m: usize) {
         let prg = Prg::fixed();
-        let d = keys[0].cws.len() as u32;
+        let d = keys.d as u32;
         let nodes = &self.nodes[..m];
         let per_key_shift = d - level;
-        let used = keys[0].cw_out.len();
+        let used = keys.used;
         let e = (128 / W::BITS) as usize;
         self.words.resize(m * used, W::ZERO);
         if used == e {
             // Branch-free: addend block = CW_out block masked by t, added word-wise.
             self.cwl.clear();
             self.cwl
-                .extend(keys.iter().map(|key| words_block(&key.cw_out)));
+                .extend(keys.cw_out_all().chunks_exact(e).map(words_block));
             prg.dpf_leaves(self.be, nodes, &self.cwl, per_key_shift, &mut self.words);
         } else if used > e {
             // Block i of every leaf: the one-block kernel on the tweaked nodes (the tweak
@@ -637,8 +686,7 @@ impl<W: Word> Expander<W> {
                 }
                 self.cwl.clear();
                 self.cwl.extend(
-                    keys.iter()
-                        .map(|key| words_block(&key.cw_out[i * e..(i + 1) * e])),
+                    (0..keys.len()).map(|g| words_block(&keys.cw_out(g)[i * e..(i + 1) * e])),
                 );
                 prg.dpf_leaves(self.be, tweaked, &self.cwl, per_key_shift, &mut self.tmp);
                 for (leaf, blk) in self
@@ -663,7 +711,7 @@ impl<W: Word> Expander<W> {
                 .enumerate()
             {
                 block_words(blk ^ (v & !1), wb);
-                let cw = &keys[i >> per_key_shift].cw_out;
+                let cw = keys.cw_out(i >> per_key_shift);
                 let mask = W::mask(v & 1 == 1);
                 for (w, &c) in wb.iter_mut().zip(cw) {
                     *w = w.wadd(c.band(mask));
@@ -699,27 +747,19 @@ fn push_blocks<W: Word>(out: &mut Vec<u128>, ws: &[W]) {
     }));
 }
 
-/// A key's root node (seed with the control bit in the LSB).
+/// Both corrected children of `node` at `level` of key 0 of `key` (nodes carry t in the
+/// LSB).
 #[inline]
-fn root<W: Word>(key: &DpfKey<W>) -> u128 {
-    (key.seed & !1) | key.t as u128
-}
-
-/// Both corrected children of `node` at `level` (nodes carry t in the LSB).
-#[inline]
-fn children<W: Word>(be: AesImpl, key: &DpfKey<W>, level: u32, node: u128) -> (u128, u128) {
+fn children<W: Word>(be: AesImpl, key: &KeysRef<'_, W>, level: u32, node: u128) -> (u128, u128) {
     let prg = Prg::fixed();
     let s = node & !1;
     let mut l = [s];
     let mut r = [s];
     prg.encrypt_with(be, 0, &mut l);
     prg.encrypt_with(be, 1, &mut r);
-    let cw = key.cws[level as usize];
+    let (cl, cr) = key.cw(0, level as usize);
     let mask = 0u128.wrapping_sub(node & 1);
-    (
-        l[0] ^ s ^ ((cw.seed | cw.t_l as u128) & mask),
-        r[0] ^ s ^ ((cw.seed | cw.t_r as u128) & mask),
-    )
+    (l[0] ^ s ^ (cl & mask), r[0] ^ s ^ (cr & mask))
 }
 
 fn check_key<W: Word>(key: &DpfKey<W>) {
@@ -742,24 +782,25 @@ fn check_key<W: Word>(key: &DpfKey<W>) {
 
 /// Full-domain evaluation: the party's additive share (2^k words) of beta·e_alpha.
 ///
-/// Preconditions (asserted): a well-formed key. Cost: about 3·2^k/E AES blocks and
+/// Preconditions (asserted): a well-formed key. Cost: about 1.5·2^k/E AES blocks and
 /// 2^k word operations (E = 128/BITS); parallel over subtrees for k >= 16.
 pub fn eval_full<W: Word>(key: &DpfKey<W>) -> Vec<W> {
-    eval_full_with(Prg::fixed().backend(), key)
+    let one = DpfKeys::from_keys(std::slice::from_ref(key));
+    eval_full_with(Prg::fixed().backend(), &one.view())
 }
 
-fn eval_full_with<W: Word>(be: AesImpl, key: &DpfKey<W>) -> Vec<W> {
-    check_key(key);
+/// [`eval_full`] of key 0 of `key`.
+fn eval_full_with<W: Word>(be: AesImpl, key: &KeysRef<'_, W>) -> Vec<W> {
     let mut out = vec![W::ZERO; 1usize << key.k];
-    full_rec(be, key, 0, root(key), &mut out);
+    full_rec(be, key, 0, key.root(0), &mut out);
     if key.party == 1 {
         out.iter_mut().for_each(|v| *v = v.wneg());
     }
     out
 }
 
-fn full_rec<W: Word>(be: AesImpl, key: &DpfKey<W>, level: u32, node: u128, out: &mut [W]) {
-    let d = key.cws.len() as u32;
+fn full_rec<W: Word>(be: AesImpl, key: &KeysRef<'_, W>, level: u32, node: u128, out: &mut [W]) {
+    let d = key.d as u32;
     if out.len() >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
         let (l, r) = children(be, key, level, node);
         let (lo, hi) = out.split_at_mut(out.len() / 2);
@@ -786,15 +827,14 @@ pub fn eval_dot<W: Word>(key: &DpfKey<W>, table: &[W], x: u32) -> W {
     eval_dot2(key, table, 0, key.k, 0, x)
 }
 
-/// [`eval_dot`] for many keys against one table: `out[i] = eval_dot(keys[i], table, xs[i])`.
+/// [`eval_dot`] for many keys against one table: `out[i] = eval_dot(key i, table, xs[i])`.
 ///
-/// Preconditions (asserted): `keys.len() == xs.len()`, all keys of the same k,
-/// `table.len() == 2^k`. Cost: keys.len() fused evaluations, parallel over keys; keys
-/// with small trees are expanded several at a time (longer AES batches).
-pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
-    let k = keys.first().map_or(0, |key| key.k);
+/// Preconditions (asserted): `keys.len() == xs.len()`, `table.len() == 2^k` (the keys'
+/// k). Cost: keys.len() fused evaluations, parallel over keys; keys with small trees
+/// are expanded several at a time (longer AES batches).
+pub fn eval_dot_batch<W: Word>(keys: &DpfKeys<W>, table: &[W], xs: &[u32]) -> Vec<W> {
     let ys = vec![0u32; xs.len()];
-    eval_dot2_batch_impl(Prg::fixed().backend(), keys, table, 0, k, &ys, xs)
+    eval_dot2_batch_impl(Prg::fixed().backend(), keys, table, 0, keys.k(), &ys, xs)
 }
 
 /// Two-input fused dot for a DPF on the joint domain kx + ky (point a·2^ky + b):
@@ -804,18 +844,6 @@ pub fn eval_dot_batch<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> V
 /// Preconditions (asserted): `key.k == kx + ky`, `table.len() == 2^(kx+ky)`; x, y taken
 /// mod 2^kx, 2^ky. Cost: as [`eval_dot`] (one extra split per table row).
 pub fn eval_dot2<W: Word>(key: &DpfKey<W>, table: &[W], kx: u32, ky: u32, x: u32, y: u32) -> W {
-    eval_dot2_with(Prg::fixed().backend(), key, table, kx, ky, x, y)
-}
-
-fn eval_dot2_with<W: Word>(
-    be: AesImpl,
-    key: &DpfKey<W>,
-    table: &[W],
-    kx: u32,
-    ky: u32,
-    x: u32,
-    y: u32,
-) -> W {
     check_key(key);
     assert_eq!(key.k, kx + ky, "eval_dot2: key.k != kx + ky");
     assert_eq!(
@@ -823,9 +851,23 @@ fn eval_dot2_with<W: Word>(
         1usize << key.k,
         "eval_dot2: table.len() != 2^k"
     );
+    let one = DpfKeys::from_keys(std::slice::from_ref(key));
+    eval_dot2_with(Prg::fixed().backend(), &one.view(), table, kx, ky, x, y)
+}
+
+/// [`eval_dot2`] of key 0 of `key` with the AES backend `be`.
+fn eval_dot2_with<W: Word>(
+    be: AesImpl,
+    key: &KeysRef<'_, W>,
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    x: u32,
+    y: u32,
+) -> W {
     let rev = reverse_table2_doubled(table, kx, ky);
     let tab = DotTable { rev2: &rev, kx, ky };
-    let r = dot_rec(be, key, &tab, x, y, 0, root(key), 0);
+    let r = dot_rec(be, key, &tab, x, y, 0, key.root(0), 0);
     if key.party == 1 {
         r.wneg()
     } else {
@@ -833,13 +875,13 @@ fn eval_dot2_with<W: Word>(
     }
 }
 
-/// [`eval_dot2`] for many keys against one table: `out[i] = eval_dot2(keys[i], table,
+/// [`eval_dot2`] for many keys against one table: `out[i] = eval_dot2(key i, table,
 /// kx, ky, xs[i], ys[i])`.
 ///
-/// Preconditions (asserted): equal lengths of keys, xs, ys; every key on domain kx + ky;
+/// Preconditions (asserted): equal lengths of keys, xs, ys; keys on domain kx + ky;
 /// `table.len() == 2^(kx+ky)`. Cost: keys.len() fused evaluations, parallel over keys.
 pub fn eval_dot2_batch<W: Word>(
-    keys: &[DpfKey<W>],
+    keys: &DpfKeys<W>,
     table: &[W],
     kx: u32,
     ky: u32,
@@ -852,38 +894,27 @@ pub fn eval_dot2_batch<W: Word>(
 /// The scalar reference of [`eval_dot_batch`]: each key expanded in full with the
 /// portable AES (the `aes` crate) and the defining sum `Σ_j table[(x − j) mod 2^k]·u[j]`
 /// taken term by term. One thread.
-pub fn eval_dot_batch_scalar<W: Word>(keys: &[DpfKey<W>], table: &[W], xs: &[u32]) -> Vec<W> {
-    let k = keys.first().map_or(0, |key| key.k);
+pub fn eval_dot_batch_scalar<W: Word>(keys: &DpfKeys<W>, table: &[W], xs: &[u32]) -> Vec<W> {
     let ys = vec![0u32; xs.len()];
-    eval_dot2_batch_scalar(keys, table, 0, k, &ys, xs)
+    eval_dot2_batch_scalar(keys, table, 0, keys.k(), &ys, xs)
 }
 
 /// The scalar reference of [`eval_dot2_batch`] (as [`eval_dot_batch_scalar`], the sum
 /// over both rotated axes).
 pub fn eval_dot2_batch_scalar<W: Word>(
-    keys: &[DpfKey<W>],
+    keys: &DpfKeys<W>,
     table: &[W],
     kx: u32,
     ky: u32,
     xs: &[u32],
     ys: &[u32],
 ) -> Vec<W> {
-    assert_eq!(
-        keys.len(),
-        xs.len(),
-        "eval_dot batch: keys and xs lengths differ"
-    );
-    assert_eq!(
-        keys.len(),
-        ys.len(),
-        "eval_dot batch: keys and ys lengths differ"
-    );
+    check_batch(keys, table, kx, ky, xs, ys);
     let (nx, ny) = (1usize << kx, 1usize << ky);
+    let v = keys.view();
     let mut out = Vec::with_capacity(keys.len());
-    for (key, (&x, &y)) in keys.iter().zip(xs.iter().zip(ys)) {
-        assert_eq!(key.k, kx + ky, "eval_dot batch: key on the wrong domain");
-        assert_eq!(table.len(), nx * ny, "eval_dot batch: table.len() != 2^k");
-        let u = eval_full_with(AesImpl::Portable, key);
+    for (i, (&x, &y)) in xs.iter().zip(ys).enumerate() {
+        let u = eval_full_with(AesImpl::Portable, &v.range(i, i + 1));
         let mut s = W::ZERO;
         for a in 0..nx {
             for b in 0..ny {
@@ -897,18 +928,8 @@ pub fn eval_dot2_batch_scalar<W: Word>(
     out
 }
 
-/// One parallel work item of the batched dot: outputs, keys, xs, ys of a key group.
-type BatchItem<'a, W> = (&'a mut [W], (&'a [DpfKey<W>], (&'a [u32], &'a [u32])));
-
-fn eval_dot2_batch_impl<W: Word>(
-    be: AesImpl,
-    keys: &[DpfKey<W>],
-    table: &[W],
-    kx: u32,
-    ky: u32,
-    xs: &[u32],
-    ys: &[u32],
-) -> Vec<W> {
+/// The preconditions of the batched evaluators (asserted).
+fn check_batch<W: Word>(keys: &DpfKeys<W>, table: &[W], kx: u32, ky: u32, xs: &[u32], ys: &[u32]) {
     assert_eq!(
         keys.len(),
         xs.len(),
@@ -919,70 +940,68 @@ fn eval_dot2_batch_impl<W: Word>(
         ys.len(),
         "eval_dot batch: keys and ys lengths differ"
     );
+    if keys.is_empty() {
+        return;
+    }
+    assert_eq!(keys.k(), kx + ky, "eval_dot batch: key on the wrong domain");
+    assert_eq!(
+        table.len(),
+        1usize << (kx + ky),
+        "eval_dot batch: table.len() != 2^k"
+    );
+}
+
+fn eval_dot2_batch_impl<W: Word>(
+    be: AesImpl,
+    keys: &DpfKeys<W>,
+    table: &[W],
+    kx: u32,
+    ky: u32,
+    xs: &[u32],
+    ys: &[u32],
+) -> Vec<W> {
+    check_batch(keys, table, kx, ky, xs, ys);
     let mut out = vec![W::ZERO; keys.len()];
     if keys.is_empty() {
         return out;
     }
     let k = kx + ky;
-    assert_eq!(
-        table.len(),
-        1usize << k,
-        "eval_dot batch: table.len() != 2^k"
-    );
-    // Each key is checked when its group is run (not in a pass of its own: the key
-    // structs are not in cache, and a separate pass over them cost ~10 % of a k = 8 batch).
+    let all = keys.view();
     let rev = reverse_table2_doubled(table, kx, ky);
-    let d = keys[0].cws.len() as u32;
+    let d = all.d as u32;
     // Keys per group: whole small trees expanded together, about 2^GROUP_LEVELS leaves.
     let group = 1usize << GROUP_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
     let tab = DotTable { rev2: &rev, kx, ky };
-    let run = |ex: &mut Expander<W>, (o, (kg, (xg, yg))): BatchItem<'_, W>| {
-        for key in kg {
-            check_key(key);
-            assert_eq!(key.k, k, "eval_dot batch: key on the wrong domain");
-        }
+    // Keys a.. of the batch, their outputs in `o`.
+    let run = |ex: &mut Expander<W>, a: usize, o: &mut [W]| {
+        let b = a + o.len();
+        let kg = all.range(a, b);
+        let (xg, yg) = (&xs[a..b], &ys[a..b]);
         if d <= CHUNK_LEVELS {
             ex.roots.clear();
-            ex.roots.extend(kg.iter().map(root));
-            ex.expand_dot(kg, 0, &tab, xg, yg, 0, o);
+            ex.roots.extend((0..kg.len()).map(|i| kg.root(i)));
+            ex.expand_dot(&kg, 0, &tab, xg, yg, 0, o);
         } else {
-            for (ov, (key, (&x, &y))) in o.iter_mut().zip(kg.iter().zip(xg.iter().zip(yg))) {
-                *ov = ex.dot_chunks(key, 0, root(key), 0, &tab, x, y);
+            for (i, ov) in o.iter_mut().enumerate() {
+                let key = kg.range(i, i + 1);
+                *ov = ex.dot_chunks(&key, 0, key.root(0), 0, &tab, xg[i], yg[i]);
             }
         }
-        for (ov, key) in o.iter_mut().zip(kg) {
-            if key.party == 1 {
-                *ov = ov.wneg();
-            }
+        if all.party == 1 {
+            o.iter_mut().for_each(|v| *v = v.wneg());
         }
     };
-    // A task is a run of groups.
+    // A task is a run of groups (the keys are contiguous arrays: the hardware prefetcher
+    // streams them, no software prefetch needed).
     let ngroups = keys.len().div_ceil(group);
     let tg = (ngroups / (8 * rayon::current_num_threads())).clamp(1, TASK_GROUPS);
     let task = group * tg;
-    // While a group is expanded, the key data (separate heap blocks per key, usually not in
-    // cache) of the group two groups ahead is prefetched, and the key structs (which hold
-    // the pointers to that data) of the group four ahead (by global index, so this also
-    // covers the start of the next task, which is usually the same thread's next range).
-    let ahead = 2 * group;
-    let run_task = |ex: &mut Expander<W>, (t, (o, (kt, (xt, yt)))): (usize, BatchItem<'_, W>)| {
-        let groups = o
-            .chunks_mut(group)
-            .zip(kt.chunks(group).zip(xt.chunks(group).zip(yt.chunks(group))));
-        for (gi, item) in groups.enumerate() {
-            let a = (t * task + gi * group + ahead).min(keys.len());
-            let b = (a + group).min(keys.len());
-            keys[a..b].iter().for_each(prefetch_key);
-            let a2 = (a + 2 * group).min(keys.len());
-            let b2 = (a2 + group).min(keys.len());
-            prefetch_bytes(&keys[a2..b2]);
-            run(ex, item);
+    let run_task = |ex: &mut Expander<W>, (t, o): (usize, &mut [W])| {
+        for (gi, og) in o.chunks_mut(group).enumerate() {
+            run(ex, t * task + gi * group, og);
         }
     };
-    let items = out
-        .chunks_mut(task)
-        .zip(keys.chunks(task).zip(xs.chunks(task).zip(ys.chunks(task))))
-        .enumerate();
+    let items = out.chunks_mut(task).enumerate();
     if keys.len() > task && (keys.len() << k) >= 1 << 14 {
         let items: Vec<_> = items.collect();
         // At least ~1/8 of a thread's share per rayon job: few scratch allocations.
@@ -998,51 +1017,12 @@ fn eval_dot2_batch_impl<W: Word>(
     out
 }
 
-/// Hints the CPU to fetch a key's correction words (at most 512 bytes) and output
-/// correction into the cache. No effect on results.
-#[inline]
-fn prefetch_key<W: Word>(key: &DpfKey<W>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = key.cws.as_ptr().cast::<i8>();
-        let bytes = std::mem::size_of_val(key.cws.as_slice()).min(512);
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: prefetching is only a hint: it never faults and has no effect on
-            // memory contents; the address is inside the key's allocation.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
-        }
-        // SAFETY: as above.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(key.cw_out.as_ptr().cast::<i8>()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = key;
-}
-
-/// Hints the CPU to fetch the memory of `items` (the structs themselves, not what they
-/// point to) into the cache. No effect on results.
-#[inline]
-fn prefetch_bytes<T>(items: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = items.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(items)).step_by(64) {
-            // SAFETY: prefetching is only a hint: it never faults and has no effect on
-            // memory contents; the address is inside the slice.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = items;
-}
-
-/// Unsigned partial dot over the subtree of `node` at `level` (domain offset j0), split
-/// over threads for large subtrees.
+/// Unsigned partial dot over the subtree of `node` at `level` of key 0 of `key` (domain
+/// offset j0), split over threads for large subtrees.
 #[allow(clippy::too_many_arguments)]
 fn dot_rec<W: Word>(
     be: AesImpl,
-    key: &DpfKey<W>,
+    key: &KeysRef<'_, W>,
     tab: &DotTable<'_, W>,
     x: u32,
     y: u32,
@@ -1050,7 +1030,7 @@ fn dot_rec<W: Word>(
     node: u128,
     j0: usize,
 ) -> W {
-    let d = key.cws.len() as u32;
+    let d = key.d as u32;
     let span = 1usize << (key.k - level);
     if span >= PAR_DOMAIN && d - level > CHUNK_LEVELS {
         let (l, r) = children(be, key, level, node);
@@ -1204,7 +1184,7 @@ mod tests {
                     table[(xs[i] as usize + size - alphas[i] as usize) % size].wrapping_mul(beta);
                 assert_eq!(d0[i].wrapping_add(d1[i]), want, "k={k} i={i}");
                 if i % 100 == 0 {
-                    assert_eq!(d0[i], eval_dot(&a0[i], &table, xs[i]));
+                    assert_eq!(d0[i], eval_dot(&a0.key(i), &table, xs[i]));
                 }
             }
         }
@@ -1250,8 +1230,9 @@ mod tests {
                 xs.push(xh);
                 ys.push(yh);
             }
-            let b0 = eval_dot2_batch(&keys.0, &table, kx, ky, &xs, &ys);
-            let b1 = eval_dot2_batch(&keys.1, &table, kx, ky, &xs, &ys);
+            let (keys0, keys1) = (DpfKeys::from_keys(&keys.0), DpfKeys::from_keys(&keys.1));
+            let b0 = eval_dot2_batch(&keys0, &table, kx, ky, &xs, &ys);
+            let b1 = eval_dot2_batch(&keys1, &table, kx, ky, &xs, &ys);
             for i in 0..xs.len() {
                 assert_eq!(b0[i], eval_dot2(&keys.0[i], &table, kx, ky, xs[i], ys[i]));
                 assert_eq!(b1[i], eval_dot2(&keys.1[i], &table, kx, ky, xs[i], ys[i]));
@@ -1292,18 +1273,18 @@ mod tests {
             for keys in [&k0, &k1] {
                 let want = eval_dot2_batch_impl(AesImpl::Portable, keys, &table, kx, ky, &xs, &ys);
                 let want1 = eval_dot2_batch_impl(AesImpl::Portable, keys, &table, 0, k, &xs, &xs);
-                let full = eval_full_with(AesImpl::Portable, &keys[0]);
-                let single =
-                    eval_dot2_with(AesImpl::Portable, &keys[1], &table, kx, ky, xs[1], ys[1]);
+                let (v0, v1) = (keys.view().range(0, 1), keys.view().range(1, 2));
+                let full = eval_full_with(AesImpl::Portable, &v0);
+                let single = eval_dot2_with(AesImpl::Portable, &v1, &table, kx, ky, xs[1], ys[1]);
                 assert_eq!(single, want[1], "k={k}");
                 for &be in &backends {
                     let got = eval_dot2_batch_impl(be, keys, &table, kx, ky, &xs, &ys);
                     assert_eq!(got, want, "{be:?} k={k} kx={kx} ky={ky}");
                     let got1 = eval_dot2_batch_impl(be, keys, &table, 0, k, &xs, &xs);
                     assert_eq!(got1, want1, "{be:?} k={k}");
-                    assert_eq!(eval_full_with(be, &keys[0]), full, "{be:?} k={k}");
+                    assert_eq!(eval_full_with(be, &v0), full, "{be:?} k={k}");
                     assert_eq!(
-                        eval_dot2_with(be, &keys[1], &table, kx, ky, xs[1], ys[1]),
+                        eval_dot2_with(be, &v1, &table, kx, ky, xs[1], ys[1]),
                         single,
                         "{be:?} k={k}"
                     );
@@ -1495,6 +1476,65 @@ mod tests {
                 let approx = (d * 130.0 + 128.0 + ((1u32 << nu) * bits) as f64) / 8.0;
                 assert!((key_bytes(k, bits) as f64 - approx).abs() <= 2.0);
             }
+        }
+    }
+
+    /// A batch is its keys: the same bytes as the keys written one by one, the same keys
+    /// back (`key(i)`), the same evaluation; a batch that mixes parties, is cut short or
+    /// has a corrupt key is refused.
+    #[test]
+    fn key_batches_round_trip() {
+        let mut rng = ChaCha8Rng::seed_from_u64(44);
+        for &k in &[1u32, 3, 8, 9, 13] {
+            let n = 19;
+            let alphas: Vec<u32> = (0..n).map(|_| rng.gen_range(0..1u32 << k)).collect();
+            let (b0, b1) = gen_batch::<u32>(k, &alphas, 7, rng.gen());
+            assert_eq!((b0.len(), b0.k(), b0.party(), b1.party()), (n, k, 0, 1));
+            let singles: Vec<DpfKey<u32>> = (0..n).map(|i| b1.key(i)).collect();
+            assert_eq!(DpfKeys::from_keys(&singles), b1);
+            let mut bytes = Vec::new();
+            b1.write_to(&mut bytes);
+            let mut one_by_one = Vec::new();
+            singles.iter().for_each(|key| key.write_to(&mut one_by_one));
+            assert_eq!(bytes, one_by_one);
+            assert_eq!(bytes.len(), n * key_bytes(k, 32));
+            let (back, used) = DpfKeys::<u32>::read_from(k, n, &bytes).unwrap();
+            assert_eq!((&back, used), (&b1, bytes.len()));
+            let table = rand_words::<u32>(&mut rng, 1 << k);
+            let xs: Vec<u32> = (0..n).map(|_| rng.gen()).collect();
+            let (e0, e1) = (
+                eval_dot_batch(&b0, &table, &xs),
+                eval_dot_batch(&back, &table, &xs),
+            );
+            for i in 0..n {
+                assert_eq!(e1[i], eval_dot(&singles[i], &table, xs[i]));
+                let want = table[(xs[i].wrapping_sub(alphas[i]) & ((1 << k) - 1)) as usize];
+                assert_eq!(
+                    e0[i].wrapping_add(e1[i]),
+                    want.wrapping_mul(7),
+                    "k={k} i={i}"
+                );
+            }
+            // Short, mixed parties, corrupt key in the middle.
+            assert!(matches!(
+                DpfKeys::<u32>::read_from(k, n, &bytes[..bytes.len() - 1]),
+                Err(DpfError::Truncated { .. })
+            ));
+            let mut mixed = bytes.clone();
+            b0.key(3).write_to(&mut mixed);
+            assert!(DpfKeys::<u32>::read_from(k, n + 1, &mixed).is_err());
+            let mut bad = bytes.clone();
+            bad[5 * key_bytes(k, 32) + 1] |= 1; // seed LSB of key 5
+            assert!(matches!(
+                DpfKeys::<u32>::read_from(k, n, &bad),
+                Err(DpfError::NonCanonical(_))
+            ));
+            assert!(matches!(
+                DpfKeys::<u32>::read_from(0, n, &bytes),
+                Err(DpfError::BadDomain(0))
+            ));
+            // A count beyond the bytes is refused before anything is reserved.
+            assert!(DpfKeys::<u32>::read_from(k, usize::MAX, &bytes).is_err());
         }
     }
 
