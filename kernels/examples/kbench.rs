@@ -132,12 +132,18 @@ fn main() {
     // layer (w1a4, one party), with the AES rate each reaches (the limit is the PRG's
     // block rate: `aes`).
     if on("bertdpf") {
-        bert_dpf::<u32>(98_304, 8);
-        bert_dpf::<u32>(393_216, 8);
-        bert_dpf::<u64>(196_608, 9);
-        bert_dpf::<u32>(196_608, 10);
-        bert_dpf::<u32>(1536, 12);
-        bert_dpf::<u64>(128, 16);
+        bert_dpf::<u32>(98_304, 8, None);
+        bert_dpf::<u32>(393_216, 8, None);
+        bert_dpf::<u64>(196_608, 9, None);
+        bert_dpf::<u32>(196_608, 10, None);
+        bert_dpf::<u32>(1536, 12, None);
+        bert_dpf::<u64>(128, 16, None);
+    }
+    if on("bertdpf") || on("dpfsupport") {
+        // the softmax tables as they are: zero outside a short interval (exp: 117 of 512
+        // entries, p: 178 of 1024), so only the leaves meeting it are expanded
+        bert_dpf::<u64>(196_608, 9, Some(117));
+        bert_dpf::<u32>(196_608, 10, Some(178));
     }
     if on("lut") {
         let k = 8;
@@ -166,18 +172,24 @@ fn main() {
     }
 }
 
-/// Times `dpf::eval_dot_batch` for `nk` keys on 2^k and prints its AES block rate.
-fn bert_dpf<W: Word>(nk: usize, k: u32) {
+/// Times `dpf::eval_dot_batch` for `nk` keys on 2^k and prints its AES block rate (as
+/// full-domain blocks: with `support` = Some(m), the table is zero outside m entries and
+/// the rate is what a full-domain evaluation would need to match it).
+fn bert_dpf<W: Word>(nk: usize, k: u32, support: Option<usize>) {
     let mask = (1u32 << k) - 1;
     let alphas: Vec<u32> = words::<u32>(nk, 7).iter().map(|v| v & mask).collect();
     let xs: Vec<u32> = words::<u32>(nk, 8).iter().map(|v| v & mask).collect();
-    let table = words::<W>(1 << k, 9);
+    let mut table = words::<W>(1 << k, 9);
+    if let Some(m) = support {
+        table[m..].iter_mut().for_each(|v| *v = W::ZERO);
+    }
     let (k0, _) = dpf::gen_batch::<W>(k, &alphas, W::ONE, [1; 32]);
     // AES blocks per full-domain evaluation: two per inner tree node, four per leaf.
     let nu = dpf::leaf_levels::<W>(k);
     let d = k - nu;
     let blocks = ((1u64 << (d + 1)) - 2 + (1u64 << d) * dpf::LEAF_BLOCKS as u64) as f64;
-    let name = format!("dpf eval_dot_batch {nk} keys k={k} u{}", W::BITS);
+    let sup = support.map_or(String::new(), |m| format!(" support {m}"));
+    let name = format!("dpf eval_dot_batch {nk} keys k={k} u{}{sup}", W::BITS);
     let t = Instant::now();
     let reps = 7;
     for _ in 0..reps {

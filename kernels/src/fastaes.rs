@@ -691,3 +691,87 @@ pub(crate) unsafe fn leaves_dot_vaes<W: Word>(
         out[g] = hsum512::<W>(s);
     }
 }
+
+/// Fused DPF leaf conversion and table product for the 4-block leaves of a
+/// support-restricted evaluation (`crate::dpf::support`): key g has `per` leaves,
+/// `nodes[g·per ..][.. per]`, leaf w at domain leaf `(lo[g] + w) mod 2^(k − nu)` (512/BITS =
+/// 2^nu words from domain index jj = that leaf · 2^nu); leaf w of key g (seed s, control
+/// bit t) is one register, lane i holding `(AES_k2(s ⊕ δ_i) ⊕ s ⊕ δ_i) + (t ? cw[4g + i] :
+/// 0)`, and `out[g]` becomes the unsigned `Σ_w Σ_i w_i · rev2[jj + 2^k − y_g + i]` (y_g =
+/// `ys[g] mod 2^k`): the 1-D rotated dot of `crate::lut::rotated_dot2_doubled` over the
+/// kept leaves. 8 leaves (32 blocks) in flight, across keys.
+///
+/// # Safety
+/// The CPU must support AES-NI, VAES, AVX-512F, AVX-512BW and AVX-512DQ. The caller checks
+/// (see `Prg::dpf_leaves_dot_support`): `per >= 1`, `nodes.len()` is a multiple of `per`,
+/// g = `nodes.len() / per` keys have `lo`, `ys` and `out` entries and 4 blocks of `cw`
+/// each, 2^nu = 512/BITS, and `rev2.len() == 2^(k+1)` with k >= nu.
+#[target_feature(enable = "aes,avx512f,avx512bw,avx512dq,vaes")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn leaves_dot_support_vaes<W: Word>(
+    rk2: &RoundKeys,
+    nodes: &[u128],
+    cw: &[u128],
+    per: usize,
+    lo: &[u32],
+    ys: &[u32],
+    k: u32,
+    nu: u32,
+    rev2: &[W],
+    out: &mut [W],
+) {
+    let k2 = keys512(rk2);
+    let n = nodes.len();
+    let (np, tp) = (nodes.as_ptr(), rev2.as_ptr());
+    let (ny, lmask) = (1usize << k, (1usize << (k - nu)) - 1);
+    let tweak = _mm512_set_epi64(3, 0, 2, 0, 1, 0, 0, 0);
+    let leaf_in = |p: *const u128| {
+        let v = _mm512_broadcast_i32x4(ld(p));
+        (_mm512_xor_si512(clear512(v), tweak), tk512(v))
+    };
+    // Leaf w of key g is next; acc is key g's running sum, flushed at its last leaf.
+    let (mut g, mut w) = (0usize, 0usize);
+    let mut acc = _mm512_setzero_si512();
+    let mut add = |c: __m512i, m: __mmask8| {
+        let cwv = _mm512_loadu_si512(cw.as_ptr().add(4 * g).cast());
+        let v = addw512::<W>(c, _mm512_maskz_mov_epi64(m, cwv));
+        let jj = ((lo[g] as usize + w) & lmask) << nu;
+        let t = _mm512_loadu_si512(tp.add(jj + ny - (ys[g] as usize & (ny - 1))).cast());
+        acc = muladd512::<W>(acc, v, t);
+        w += 1;
+        if w == per {
+            out[g] = hsum512::<W>(acc);
+            acc = _mm512_setzero_si512();
+            (g, w) = (g + 1, 0);
+        }
+    };
+    let mut q = 0;
+    while q + 8 <= n {
+        let mut v = [_mm512_setzero_si512(); 8];
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = _mm512_xor_si512(leaf_in(np.add(q + j)).0, k2[0]);
+        }
+        for r in 1..10 {
+            for vj in v.iter_mut() {
+                *vj = _mm512_aesenc_epi128(*vj, k2[r]);
+            }
+        }
+        for (j, vj) in v.iter().enumerate() {
+            let (s, m) = leaf_in(np.add(q + j));
+            add(
+                _mm512_aesenclast_epi128(*vj, _mm512_xor_si512(s, k2[10])),
+                m,
+            );
+        }
+        q += 8;
+    }
+    while q < n {
+        let (s, m) = leaf_in(np.add(q));
+        let mut v = _mm512_xor_si512(s, k2[0]);
+        for kr in &k2[1..10] {
+            v = _mm512_aesenc_epi128(v, *kr);
+        }
+        add(_mm512_aesenclast_epi128(v, _mm512_xor_si512(s, k2[10])), m);
+        q += 1;
+    }
+}

@@ -360,6 +360,61 @@ impl Prg {
         }
     }
 
+    /// Fused DPF leaf conversion of 4-block leaves and 1-D table product for a
+    /// support-restricted evaluation (see `fastaes::leaves_dot_support_vaes`): key g's
+    /// `per` leaves are `nodes[g·per ..][.. per]`, leaf w at domain leaf
+    /// `(lo[g] + w) mod 2^(k − nu)`, its output correction blocks `cw[4g ..][.. 4]`, and
+    /// `out[g]` becomes the unsigned rotated dot of its leaves' words with the doubled
+    /// reversed table `rev2` at index `ys[g]`. Cost: 4·nodes.len() AES blocks and one
+    /// multiply-add per leaf word. Panics unless the backend is VAES and the shapes fit.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dpf_leaves_dot_support<W: Word>(
+        &self,
+        be: AesImpl,
+        nodes: &[u128],
+        cw: &[u128],
+        per: usize,
+        lo: &[u32],
+        ys: &[u32],
+        k: u32,
+        rev2: &[W],
+        out: &mut [W],
+    ) {
+        self.check(be);
+        assert_eq!(be, AesImpl::Vaes512, "dpf_leaves_dot_support: VAES only");
+        let nu = (512 / W::BITS).trailing_zeros();
+        assert!(
+            per >= 1 && nodes.len().is_multiple_of(per),
+            "dpf_leaves_dot_support: partial key"
+        );
+        let g = nodes.len() / per;
+        assert!(
+            lo.len() >= g && ys.len() >= g && out.len() >= g && cw.len() >= 4 * g,
+            "dpf_leaves_dot_support: short inputs"
+        );
+        assert!(
+            (nu..=30).contains(&k) && rev2.len() == 2 << k,
+            "dpf_leaves_dot_support: table shape"
+        );
+        // SAFETY: `check` verified the CPU features (Vaes512 implies AES-NI, VAES,
+        // AVX-512F/BW/DQ); the shapes were checked above.
+        unsafe {
+            crate::fastaes::leaves_dot_support_vaes(
+                &self.rk[2],
+                nodes,
+                cw,
+                per,
+                lo,
+                ys,
+                k,
+                nu,
+                rev2,
+                out,
+            )
+        }
+    }
+
     /// DPF leaf conversion for nodes carrying their control bit in the LSB: node i
     /// (seed s, bit t) of key `i >> shift` gives the 128/BITS words of the block
     /// `AES_k2(s) ⊕ s`, plus (word-wise, mod 2^BITS) the words of `cw[i >> shift]` if t,

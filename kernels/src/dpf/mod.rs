@@ -30,6 +30,9 @@
 //! expand small trees (d <= 9) of several keys together, level by level (groups of
 //! about 2^8 leaves), reading a batch of keys from flat arrays ([`DpfKeys`]: contiguous
 //! runs per group, which the hardware prefetcher streams).
+//! A 1-D table that is zero outside a short cyclic interval (the softmax's exp and p) is
+//! evaluated only on the leaves that meet the interval as seen from each lookup's index
+//! (`support`): the same shares, bit for bit, for 3-4x fewer AES blocks.
 //!
 //! **Speed.** Each tree level is one fused kernel (AES under k0 and k1, feed-forward,
 //! control-bit correction), and so is the leaf conversion; with VAES + AVX-512 one leaf is
@@ -44,8 +47,10 @@ use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 
 pub(crate) mod keys;
+mod support;
 pub use keys::DpfKeys;
 use keys::KeysRef;
+use support::SupportPlan;
 
 /// Largest supported domain exponent.
 pub const MAX_K: u32 = 24;
@@ -57,6 +62,9 @@ const CHUNK_LEVELS: u32 = 9;
 /// Small trees (d <= CHUNK_LEVELS) are expanded in groups of keys with about
 /// 2^GROUP_LEVELS leaves (2^(GROUP_LEVELS + 2) leaf blocks) in all (at least one key).
 const GROUP_LEVELS: u32 = 8;
+/// Keys restricted to their table's support ([`support`]) are expanded in groups of about
+/// 2^SUPPORT_GROUP_LEVELS kept leaves.
+const SUPPORT_GROUP_LEVELS: u32 = 9;
 /// At most 2^MAX_GROUP_LOG small-tree keys are expanded together.
 const MAX_GROUP_LOG: u32 = 6;
 /// At most this many key groups per parallel task in the batched evaluators.
@@ -498,6 +506,8 @@ struct Expander<W> {
     words: Vec<W>,
     /// One leaf block's words per node (the multi-block leaf conversion's staging).
     tmp: Vec<W>,
+    /// The support-restricted evaluator's scratch.
+    sup: support::Scratch,
 }
 
 impl<W: Word> Expander<W> {
@@ -511,6 +521,7 @@ impl<W: Word> Expander<W> {
             roots: Vec::new(),
             words: Vec::new(),
             tmp: Vec::new(),
+            sup: support::Scratch::default(),
         }
     }
 
@@ -969,15 +980,25 @@ fn eval_dot2_batch_impl<W: Word>(
     let all = keys.view();
     let rev = reverse_table2_doubled(table, kx, ky);
     let d = all.d as u32;
-    // Keys per group: whole small trees expanded together, about 2^GROUP_LEVELS leaves.
-    let group = 1usize << GROUP_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG);
+    // A table that is zero outside a short interval: only the leaves that meet it.
+    let plan = SupportPlan::new(table, kx, d, all.used);
+    // Keys per group: whole small trees expanded together, about 2^GROUP_LEVELS leaves
+    // (about 2^SUPPORT_GROUP_LEVELS kept leaves when restricted to the support).
+    let group = match &plan {
+        Some(p) => {
+            ((1usize << SUPPORT_GROUP_LEVELS) / p.leaves().max(1)).clamp(1, 1 << MAX_GROUP_LOG)
+        }
+        None => 1usize << GROUP_LEVELS.saturating_sub(d).min(MAX_GROUP_LOG),
+    };
     let tab = DotTable { rev2: &rev, kx, ky };
     // Keys a.. of the batch, their outputs in `o`.
     let run = |ex: &mut Expander<W>, a: usize, o: &mut [W]| {
         let b = a + o.len();
         let kg = all.range(a, b);
         let (xg, yg) = (&xs[a..b], &ys[a..b]);
-        if d <= CHUNK_LEVELS {
+        if let Some(p) = &plan {
+            ex.expand_dot_support(&kg, p, &tab, yg, o);
+        } else if d <= CHUNK_LEVELS {
             ex.roots.clear();
             ex.roots.extend((0..kg.len()).map(|i| kg.root(i)));
             ex.expand_dot(&kg, 0, &tab, xg, yg, 0, o);
