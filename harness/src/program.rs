@@ -52,7 +52,7 @@ pub struct ScoreTables<S: protocol::ring::Ring> {
     req: Table<S>,
     /// ln E on each window of E (`Consts::w_ln`).
     ln: Vec<Table<S>>,
-    ln_sel: Table<S>,
+    ln_unsel: Table<S>,
 }
 
 impl<S: protocol::ring::Ring> ScoreTables<S> {
@@ -60,7 +60,7 @@ impl<S: protocol::ring::Ring> ScoreTables<S> {
         ScoreTables {
             req: c.t_requant(c.k_req()),
             ln: (0..LN_WINDOWS).map(|i| c.t_ln(i)).collect(),
-            ln_sel: c.t_ln_sel(),
+            ln_unsel: c.t_ln_unsel(),
         }
     }
 }
@@ -137,10 +137,11 @@ impl BertProgram<'_> {
         let y = e.mul_masked(&um, &rsm)?; // y 2^fy
         let ym = e.open(&y, Reveal::Both)?;
         // the output for the next linear layers: (gamma y + beta) / s by P0's private
-        // vectors on y 2^fy itself, requantized to a bits (in parallel with the residual)
-        let x = e.scale_private(&ym, &format!("{ln}.gx"))?;
-        let x = e.add_private(&x, &format!("{ln}.bx"))?;
-        let xm = e.open(&x, Reveal::Both)?;
+        // vectors on y 2^fy itself, requantized to a bits (in parallel with the residual);
+        // as a linear layer's output (x^ at P0, P1's share sent offline, P1 gets the
+        // table's index bits), not opened both ways
+        let (gx, bx) = (format!("{ln}.gx"), format!("{ln}.bx"));
+        let xm = e.affine_private(&ym, &gx, &bx, &[c.w_lnx()])?;
         // both tables' inputs at once (with exact truncation: one flight for the two)
         let ins = e.table_inputs(&[(&xm, c.w_lnx()), (&ym, c.w_yres())])?;
         let xa = e.lut(&ins[0].0, ins[0].1, &t.req32)?;
@@ -224,8 +225,11 @@ impl BertProgram<'_> {
         let esum = e.sum_last(&ex);
         let em = e.open(&esum, Reveal::Both)?;
         // ln E over 12-bit windows of E (it spans n .. n e^sat), each higher one selected
-        // by a 0/1 table on its own index: L = L_0 + sum_i b_i (L_i - L_(i-1)), which
-        // telescopes to the highest selected window (selection is monotone in i)
+        // by a 0/1 table on its own index; the table says where window i is NOT selected
+        // (b_i = 1 for an index below 2^LN_SELECT_BITS: 16 nonzero entries of 4096, so its
+        // DPF is evaluated on one leaf instead of the whole domain), and
+        // L = L_top - sum_i b_i (L_i - L_(i-1)) telescopes to the highest selected window
+        // (selection is monotone in i)
         // (every table before the first opening starts: a table's own exchange, with exact
         // truncation, must not overtake an opening in flight)
         let wins: Vec<(&Masked<u64>, Window)> = (0..LN_WINDOWS).map(|i| (&em, c.w_ln(i))).collect();
@@ -235,7 +239,7 @@ impl BertProgram<'_> {
         for (i, (m, w)) in ems.iter().enumerate() {
             ls.push(e.lut(m, *w, &st.ln[i])?);
             if i > 0 {
-                bs.push(e.lut(m, *w, &st.ln_sel)?);
+                bs.push(e.lut(m, *w, &st.ln_unsel)?);
             }
         }
         drop(ems);
@@ -247,11 +251,11 @@ impl BertProgram<'_> {
                 e.open_start(&diff, Reveal::Both)?,
             ));
         }
-        let mut lse = ls.swap_remove(0);
+        let mut lse = ls.pop().expect("LN_WINDOWS >= 1");
         for (pb, pd) in pend {
             let (bm, dm) = (e.open_finish(pb)?, e.open_finish(pd)?);
-            let sel = e.mul_masked(&bm, &dm)?;
-            lse = e.add(&lse, &sel)?;
+            let unsel = e.mul_masked(&bm, &dm)?;
+            lse = e.sub(&lse, &unsel)?;
         }
         let lm = e.open(&lse, Reveal::Both)?;
         let d = e.sub_masked(&sm, &lm)?;

@@ -420,9 +420,9 @@ impl Consts {
             t
         }
     }
-    /// 1 where a higher window of E is used (index >= 2^[`LN_SELECT_BITS`]), else 0.
-    pub fn t_ln_sel<O: protocol::ring::Ring>(&self) -> Table<O> {
-        Table::from_fn(self.kl, false, |i| i64::from(i >= 1 << LN_SELECT_BITS))
+    /// 1 where a higher window of E is not used (index below 2^[`LN_SELECT_BITS`]), else 0.
+    pub fn t_ln_unsel<O: protocol::ring::Ring>(&self) -> Table<O> {
+        Table::from_fn(self.kl, false, |i| i64::from(i < 1 << LN_SELECT_BITS))
     }
     /// p = exp(d) as 8 bits (0..255); the index range is read as [-(W - P_TOP), P_TOP), and
     /// d > 0 (only in rows past the saturation of exp) gives 255.

@@ -546,6 +546,120 @@ fn products_square_scale_u64() {
 }
 
 // ---------------------------------------------------------------------------------------
+// P0's private affine map on a value whose x^ only P0 holds (block 1's output pattern).
+
+fn affine_case<R: Ring>(seed: u64, windows: Vec<Window>, remask_in: bool) {
+    let mut g = rng(seed);
+    let (rows, cols) = (4usize, 5usize);
+    let n = rows * cols;
+    let mut x = edges::<R>();
+    x.extend(random_ring::<R>(&mut g, n - x.len()));
+    // scale: ring edges and random; bias: full range
+    let mut cvec: Vec<i64> = vec![0, -1, 1];
+    cvec.extend((cvec.len()..cols).map(|_| g.gen::<i64>()));
+    let bvec: Vec<i64> = (0..cols).map(|_| g.gen()).collect();
+    let mut pm = PrivateModel::default();
+    pm.vectors.insert("g".into(), cvec.clone());
+    pm.vectors.insert("b".into(), bvec.clone());
+    let model = Arc::new(pm);
+    let (xs, win) = (x.clone(), windows.clone());
+    let p = prog(
+        move |e| e.register_vector::<R>("g", cols),
+        move |e| {
+            let xm = input(e, &xs, &[rows, cols])?;
+            let xm = if remask_in {
+                remask(e, &xm, Reveal::P0)?
+            } else {
+                xm
+            };
+            let z = e.affine_private(&xm, "g", "b", &win)?;
+            let mut out: Vec<i64> = vec![];
+            match e.role {
+                Role::P1 if e.is_online() => {
+                    if z.hat.is_some() || z.win.len() != win.len() {
+                        return Err(internal("P1 holds more or less than the index bits"));
+                    }
+                    for (w, (ww, idx)) in win.iter().zip(&z.win) {
+                        if w != ww || idx.len() != n {
+                            return Err(internal("wrong window at P1"));
+                        }
+                        out.extend(idx.iter().map(|&v| v as i64));
+                    }
+                }
+                Role::Plain => {
+                    let (h, r) = (z.hat.as_ref().unwrap(), z.r.as_ref().unwrap());
+                    for w in &win {
+                        out.extend(
+                            h.iter()
+                                .zip(r)
+                                .map(|(h, r)| h.wadd(*r).window(w.j, w.k) as i64),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            let zr = reveal_m(e, &z)?;
+            Ok(zr.map(|v| [out, v].concat()))
+        },
+    );
+    let c = check(&model, &p, &mem_cfg(seed));
+    let xi = ring::to_i64s(&x);
+    let naive: Vec<i64> = (0..n)
+        .map(|i| {
+            let v = xi[i]
+                .wrapping_mul(cvec[i % cols])
+                .wrapping_add(bvec[i % cols]);
+            sig::<R>(v as i128)
+        })
+        .collect();
+    let nwin = windows.len() * n;
+    assert_eq!(&c.secure[nwin..], &naive[..], "secure c x + b");
+    assert_eq!(&c.det[nwin..], &naive[..], "plain c x + b");
+    // the index bits are masked: not the bits of Z itself (for most elements)
+    for (wi, w) in windows.iter().enumerate() {
+        let same = (0..n)
+            .filter(|&i| c.secure[wi * n + i] == R::from_i64(naive[i]).window(w.j, w.k) as i64)
+            .count();
+        assert!(same < n / 2 + 2, "index bits look unmasked ({same} of {n})");
+    }
+    // online, P0 -> P1: exactly the window bits (one message) and the reveal's share;
+    // nothing of c x + b's own words
+    let wb = wbytes::<R>();
+    let bits: u64 = windows
+        .iter()
+        .map(|w| (n as u64 * w.k as u64).div_ceil(8))
+        .sum();
+    let idx_msg = if windows.is_empty() { 0 } else { bits + FRAME };
+    // (a remask to P0 sends P0 -> P1 nothing)
+    assert_eq!(
+        c.run.p0.acct.bytes(Phase::Online, PartyId::P1),
+        idx_msg + n as u64 * wb + FRAME
+    );
+    if !remask_in {
+        // x^ to P0, then the index bits (and the reveal) to P1
+        assert_eq!(c.run.rounds(), 2);
+    }
+}
+
+#[test]
+fn affine_private_u32_two_windows() {
+    affine_case::<u32>(
+        40,
+        vec![Window { j: 8, k: 8 }, Window { j: 3, k: 5 }],
+        false,
+    );
+}
+#[test]
+fn affine_private_u64_remasked() {
+    affine_case::<u64>(41, vec![Window { j: 20, k: 12 }], true);
+}
+#[test]
+fn affine_private_u16_no_windows() {
+    affine_case::<u16>(42, vec![], false);
+    affine_case::<u16>(43, vec![Window { j: 0, k: 16 }], true);
+}
+
+// ---------------------------------------------------------------------------------------
 // Blocks 3-5 and 8: public tables with windowed indexing, output ring != input ring.
 
 /// A table with pairwise distinct entries (an odd multiplier is a bijection of Z/2^l).

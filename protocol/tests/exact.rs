@@ -407,3 +407,46 @@ fn dcf_keys_decode_as_the_fuzz_target_checks() {
     let mut short = &batch[..batch.len() - 1];
     assert!(<CarryKeys as Prep>::get(&mut short).is_err());
 }
+
+/// P0's private affine map with a table window that exact truncation widens past what
+/// index bits carry ([0, 38) in Z/2^64): P0 sends z^ itself (what an opening to both
+/// gives P1), the table still reads round(z / 2^j), and P1 holds z^ and no index bits.
+#[test]
+fn exact_affine_with_a_wide_window_sends_the_masked_value() {
+    let (j, k) = (30u32, 8u32);
+    let mut g = rng(71);
+    let x: Vec<u64> = inputs::<u64>(&mut g, j, k, 30);
+    let n = x.len();
+    let (c1, b1) = (3i64, -(5i64 << 28));
+    let mut pm = PrivateModel::default();
+    pm.vectors.insert("g".into(), vec![c1]);
+    pm.vectors.insert("b".into(), vec![b1]);
+    let model = Arc::new(pm);
+    let t = distinct::<u32>(k);
+    let entries = ring::to_i64s(&t.entries);
+    let (xs, tt) = (x.clone(), t.clone());
+    let p = prog(
+        move |e| e.register_vector::<u64>("g", 1),
+        move |e| {
+            let z = input(e, &xs, &[n, 1])?;
+            let z = e.affine_private(&z, "g", "b", &[Window { j, k }])?;
+            if e.role == Role::P1 && e.is_online() && (z.hat.is_none() || !z.win.is_empty()) {
+                return Err(protocol::ProtocolError::Internal(
+                    "P1 should hold z^ and no index bits".into(),
+                ));
+            }
+            let a = e.lut::<u64, u32>(&z, Window { j, k }, &tt)?;
+            reveal(e, &a)
+        },
+    );
+    let c = check(
+        &model,
+        &p,
+        &exact_cfg(71, LutMode::Auto, LocalTransport::Mem),
+    );
+    for (i, xi) in x.iter().enumerate() {
+        let zi = xi.wrapping_mul(c1 as u64).wrapping_add(b1 as u64);
+        assert_eq!(c.secure[i], entries[round_index(zi, j, k)], "lookup {i}");
+    }
+    assert_eq!(c.det, c.secure, "the reference without carries differs");
+}
