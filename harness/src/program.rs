@@ -115,7 +115,7 @@ impl BertProgram<'_> {
     }
 
     /// LayerNorm of the residual stream h (ring 64, 2^fres) with P0's gamma and beta
-    /// (`{ln}.g`, `{ln}.b` on the residual stream; `{ln}.gx`, `{ln}.bx` divided by the
+    /// (`{ln}.g`, `{ln}.b` at 2^fg and 2^(fy + fg); `{ln}.gx`, `{ln}.bx` divided by the
     /// output's private scale): returns the a-bit output for the next linear layers
     /// (masked, x^ at P0) and the output on the residual stream (additive, 2^fres).
     fn layernorm(
@@ -135,22 +135,21 @@ impl BertProgram<'_> {
         let rs = e.lut(&vm, c.w_var(), &t.rsqrt)?;
         let rsm = e.open(&rs, Reveal::Both)?;
         let y = e.mul_masked(&um, &rsm)?; // y 2^fy
-        let ym = e.open(&y, Reveal::Both)?;
-        // the output for the next linear layers: (gamma y + beta) / s by P0's private
-        // vectors on y 2^fy itself, requantized to a bits (in parallel with the residual);
-        // as a linear layer's output (x^ at P0, P1's share sent offline, P1 gets the
-        // table's index bits), not opened both ways
+
+        // y only to P0: both outputs are P0's private affine maps of it, each as a linear
+        // layer's output (x^ at P0, P1's share sent offline, P1 gets only its table's
+        // index bits): (a) (gamma y + beta) / s for the next linear layers, requantized
+        // to a bits; (b) gamma y + beta at 2^(fy + fg), truncated into the residual stream
+        let ym = e.open(&y, Reveal::P0)?;
         let (gx, bx) = (format!("{ln}.gx"), format!("{ln}.bx"));
         let xm = e.affine_private(&ym, &gx, &bx, &[c.w_lnx()])?;
+        let (g, b) = (format!("{ln}.g"), format!("{ln}.b"));
+        let zm = e.affine_private(&ym, &g, &b, &[c.w_lnres()])?;
         // both tables' inputs at once (with exact truncation: one flight for the two)
-        let ins = e.table_inputs(&[(&xm, c.w_lnx()), (&ym, c.w_yres())])?;
+        let ins = e.table_inputs(&[(&xm, c.w_lnx()), (&zm, c.w_lnres())])?;
         let xa = e.lut(&ins[0].0, ins[0].1, &t.req32)?;
-        let yr = e.trunc_ext::<u64, u64>(&ins[1].0, ins[1].1, 1)?;
-        let pa = e.open_start(&xa, Reveal::P0)?;
-        let pr = e.open_start(&yr, Reveal::P0)?;
-        let (xa, yrm) = (e.open_finish(pa)?, e.open_finish(pr)?);
-        let r = e.scale_private(&yrm, &format!("{ln}.g"))?;
-        Ok((xa, e.add_private(&r, &format!("{ln}.b"))?))
+        let r = e.trunc_ext::<u64, u64>(&ins[1].0, ins[1].1, 1)?;
+        Ok((e.open(&xa, Reveal::P0)?, r))
     }
 
     /// The embedding LayerNorm's gamma and beta on the client's normalised input y

@@ -144,6 +144,11 @@ pub const SHARED_STEP_CLIP: f64 = 1e-2;
 /// products stay below 2^60 for |y gamma / s| < 2^12).
 pub const LNX_BITS: u32 = 12;
 
+/// log2 of the largest |gamma y + beta| a layer's LayerNorm hands the residual stream
+/// (|y| <= sqrt(hidden) ~ 28 for bert-base; beyond it the value wraps, which the
+/// plaintext run counts as an index outside its window).
+pub const LNRES_RANGE_BITS: u32 = 10;
+
 /// The protocol constants of one plan (public).
 #[derive(Clone, Debug)]
 pub struct Consts {
@@ -320,12 +325,12 @@ impl Consts {
             k: self.k_req(),
         }
     }
-    /// LayerNorm output -> residual encoding 2^(fres - fg) by truncation (`trunc_ext`),
-    /// values within +-64.
-    pub fn w_yres(&self) -> Window {
+    /// LayerNorm output gamma y + beta at 2^(fy + fg) -> residual stream 2^fres by
+    /// truncation (`trunc_ext`), values within +-2^[`LNRES_RANGE_BITS`].
+    pub fn w_lnres(&self) -> Window {
         Window {
-            j: self.fy - self.yres_bits(),
-            k: self.yres_bits() + 8,
+            j: self.fy + self.fg - self.fres,
+            k: self.fres + LNRES_RANGE_BITS + 2,
         }
     }
     /// Step of the residual-path LayerNorm output: 2^-(fres - fg).
@@ -918,7 +923,7 @@ pub fn quantize(
             ),
         );
         // layer LayerNorms scale y 2^fy; the embedding's the client's y 2^(fres - fg)
-        let lnx = (c.fy, c.fy + LNX_BITS);
+        let lnx = (c.fy, c.fy + LNX_BITS, c.fy + c.fg);
         ln_vectors(&mut m, &name(l, "ln1"), &lw.ln1, &sc.ln1, c, lnx);
         ln_vectors(&mut m, &name(l, "ln2"), &lw.ln2, &sc.ln2, c, lnx);
     }
@@ -928,7 +933,7 @@ pub fn quantize(
         &w.emb.ln,
         &scales.emb,
         c,
-        (c.yres_bits(), c.fa),
+        (c.yres_bits(), c.fa, c.fres),
     );
     let last = last_scale(scales, layers);
     if let Some(p) = &w.pooler {
@@ -953,21 +958,22 @@ fn last_scale(scales: &Scales, layers: usize) -> &[f64] {
 }
 
 /// A LayerNorm's private vectors (see `BertProgram::layernorm`): gamma (2^fg) and beta
-/// (2^fres) for the residual stream, and gamma and beta divided by the a-bit output's step
-/// s, as `gx` and `bx`, for the requantization to a bits: `gx` multiplies y at 2^`y_bits`
-/// and the result, like `bx`, lands at 2^`x_bits`.
+/// (2^`b_bits`: 2^fres for the embedding's, added on the residual stream; 2^(fy + fg)
+/// for a layer's, added to gamma y before the truncation into it), and gamma and beta
+/// divided by the a-bit output's step s, as `gx` and `bx`, for the requantization to a
+/// bits: `gx` multiplies y at 2^`y_bits` and the result, like `bx`, lands at 2^`x_bits`.
 fn ln_vectors(
     m: &mut PrivateModel,
     base: &str,
     ln: &crate::model::LayerNormW,
     s: &[f64],
     c: &Consts,
-    (y_bits, x_bits): (u32, u32),
+    (y_bits, x_bits, b_bits): (u32, u32, u32),
 ) {
     m.vectors
         .insert(format!("{base}.g"), fixed(&ln.gamma, c.fg));
     m.vectors
-        .insert(format!("{base}.b"), fixed(&ln.beta, c.fres));
+        .insert(format!("{base}.b"), fixed(&ln.beta, b_bits));
     let scaled = |v: &[f32], bits: i32| -> Vec<i64> {
         v.iter()
             .zip(s)
@@ -1049,7 +1055,7 @@ mod tests {
                 for w in [c.w_qkv(), c.w_res(), c.w_gelu(), c.w_tanh()] {
                     assert!(w.j + w.k <= 32, "{q} {seq} {w:?}");
                 }
-                for w in [c.w_var(), c.w_yres(), c.w_lnx()] {
+                for w in [c.w_var(), c.w_lnres(), c.w_lnx()] {
                     assert!(w.j + w.k <= 64, "{q} {seq} {w:?}");
                 }
                 let score_bits = if c.scores_in_u32() { 32 } else { 64 };

@@ -315,7 +315,7 @@ fn exact_material(
             }
             op(&[(s * h, c.w_res())]);
             op(&[(s, c.w_var())]);
-            op(&[(s * h, c.w_lnx()), (s * h, c.w_yres())]);
+            op(&[(s * h, c.w_lnx()), (s * h, c.w_lnres())]);
         }
     }
     if cfg.pooling == crate::model::Pooling::Cls {
