@@ -18,7 +18,7 @@
 //! in the shape), one timed run, so the command stays short; `speedup_vs_scalar` is the
 //! ratio of throughputs measured in the same run.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kernels::backend::{self, Backend, Simd};
 use kernels::ops;
 use kernels::Word;
@@ -43,13 +43,33 @@ pub struct KernelsArgs {
     /// Only kernels whose name contains this
     #[arg(long)]
     pub only: Option<String>,
-    /// Write the table as CSV here
-    #[arg(long, default_value = "results/kernels.csv")]
-    pub csv: PathBuf,
+    /// Write the table as CSV here (default: results/kernels.csv, except with --only,
+    /// whose partial table must not replace the committed one)
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
     /// Also write one JSON array of the rows here
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
+
+/// The kernels `harness kernels` measures (what `--only` matches against).
+const KERNEL_NAMES: [&str; 15] = [
+    "matmul-qkv",
+    "matmul-qkv-u16",
+    "matmul-ffn2",
+    "matmul-attn",
+    "matmul-attn-u16",
+    "fc1bit-qkv",
+    "fc1bit-ffn2",
+    "fc1bit-qkv-u16",
+    "gather",
+    "gather2",
+    "onehot-dot",
+    "rotate-tables",
+    "dpf-gen",
+    "dpf-eval-dot",
+    "dcf-eval",
+];
 
 /// The machine's limits, measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -898,6 +918,16 @@ fn runners_of(spec: &str) -> Result<Vec<Runner>> {
 /// Runs the command.
 pub fn run(a: &KernelsArgs) -> Result<()> {
     let runners = runners_of(&a.backend)?;
+    if let Some(o) = a
+        .only
+        .as_deref()
+        .filter(|o| !KERNEL_NAMES.iter().any(|k| k.contains(o)))
+    {
+        bail!(
+            "no kernel matches --only {o:?} (kernels: {})",
+            KERNEL_NAMES.join(", ")
+        );
+    }
     let before = backend::backend();
     eprintln!("measuring this machine's limits ...");
     let lim = limits();
@@ -956,8 +986,18 @@ pub fn run(a: &KernelsArgs) -> Result<()> {
     dcf_case(&mut cx, 400_000 / q, 20);
     backend::set_backend(before);
     print!("{}", render(&cx.rows));
-    write_csv(&a.csv, &cx.rows).with_context(|| format!("writing {}", a.csv.display()))?;
-    println!("wrote {}", a.csv.display());
+    let csv = a.csv.clone().or_else(|| {
+        a.only
+            .is_none()
+            .then(|| PathBuf::from("results/kernels.csv"))
+    });
+    match csv {
+        Some(path) => {
+            write_csv(&path, &cx.rows).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+        None => println!("(a partial table with --only: no CSV written unless --csv FILE)"),
+    }
     if let Some(j) = &a.json {
         let doc = serde_json::to_string_pretty(&cx.rows)?;
         harness::report::write_atomically(j, doc.as_bytes())

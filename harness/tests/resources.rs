@@ -235,3 +235,20 @@ fn cli_refuses_a_run_above_the_memory_limit() {
     assert!(ok, "{err}");
     let _ = std::fs::remove_file(&csv);
 }
+
+/// `harness kernels --only` with a name no kernel has fails at once with the list of
+/// names, before measuring anything and without touching results/kernels.csv.
+#[test]
+fn kernels_only_with_an_unknown_name_fails_with_the_names() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["kernels", "--only", "no-such-kernel"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no kernel matches") && err.contains("dpf-eval-dot"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
