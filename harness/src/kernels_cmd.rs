@@ -985,6 +985,13 @@ pub fn run(a: &KernelsArgs) -> Result<()> {
     dpf_case::<u32>(&mut cx, 200_000 / q, 12);
     dcf_case(&mut cx, 400_000 / q, 20);
     backend::set_backend(before);
+    // --only is checked against KERNEL_NAMES before the run: keep the list complete
+    debug_assert!(
+        cx.rows
+            .iter()
+            .all(|r| KERNEL_NAMES.contains(&r.kernel.as_str())),
+        "a measured kernel is missing from KERNEL_NAMES"
+    );
     print!("{}", render(&cx.rows));
     let csv = a.csv.clone().or_else(|| {
         a.only

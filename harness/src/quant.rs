@@ -333,7 +333,8 @@ impl Consts {
             k: self.fres + LNRES_RANGE_BITS + 2,
         }
     }
-    /// Step of the residual-path LayerNorm output: 2^-(fres - fg).
+    /// Fractional bits of the client's normalised embedding y (its residual encoding,
+    /// step 2^-(fres - fg)), before the embedding LayerNorm's gamma (2^fg) and beta.
     pub fn yres_bits(&self) -> u32 {
         self.fres - self.fg
     }

@@ -10,7 +10,10 @@ use protocol::registry::{QLinear, QWeights};
 use protocol::ring::{self, Ring};
 use protocol::session::LocalTransport;
 use protocol::tensor::Move;
-use protocol::{LutMode, PartyId, PrivateModel, ProtocolError, Reveal, Role, Table, Window};
+use protocol::{
+    Engine, LutMode, Masked, PartyId, PrivateModel, ProtocolError, Result, Reveal, Role, Table,
+    Window,
+};
 use rand::Rng;
 use std::sync::Arc;
 
@@ -113,6 +116,43 @@ fn open_reveal_u64() {
 // ---------------------------------------------------------------------------------------
 // Block 1: private-weight linear layer.
 
+/// The index bits of `windows` of block 1's output [[z]] as P1 holds them online
+/// (checked: P1 holds no z^ and exactly those windows of n elements), the same bits of
+/// z + r in the plaintext reference, nothing elsewhere.
+fn index_bits_seen<R: Ring>(
+    e: &Engine,
+    z: &Masked<R>,
+    windows: &[Window],
+    n: usize,
+) -> Result<Vec<i64>> {
+    let mut out: Vec<i64> = vec![];
+    match e.role {
+        Role::P1 if e.is_online() => {
+            if z.hat.is_some() || z.win.len() != windows.len() {
+                return Err(internal("P1 holds more or less than the index bits"));
+            }
+            for (w, (ww, idx)) in windows.iter().zip(&z.win) {
+                if w != ww || idx.len() != n {
+                    return Err(internal("wrong window at P1"));
+                }
+                out.extend(idx.iter().map(|&v| v as i64));
+            }
+        }
+        Role::Plain => {
+            let (h, r) = (z.hat.as_ref().unwrap(), z.r.as_ref().unwrap());
+            for w in windows {
+                out.extend(
+                    h.iter()
+                        .zip(r)
+                        .map(|(h, r)| h.wadd(*r).window(w.j, w.k) as i64),
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
 struct LinCase {
     signs: bool,
     in_scale: bool,
@@ -167,31 +207,7 @@ fn linear_case<R: Ring>(seed: u64, lc: LinCase) {
                 xm
             };
             let z = e.linear(&xm, "w", &windows)?;
-            let mut out: Vec<i64> = vec![];
-            match e.role {
-                Role::P1 if e.is_online() => {
-                    if z.hat.is_some() || z.win.len() != windows.len() {
-                        return Err(internal("P1 holds more or less than the index bits"));
-                    }
-                    for (w, (ww, idx)) in windows.iter().zip(&z.win) {
-                        if w != ww || idx.len() != nz {
-                            return Err(internal("wrong window at P1"));
-                        }
-                        out.extend(idx.iter().map(|&v| v as i64));
-                    }
-                }
-                Role::Plain => {
-                    let (h, r) = (z.hat.as_ref().unwrap(), z.r.as_ref().unwrap());
-                    for w in &windows {
-                        out.extend(
-                            h.iter()
-                                .zip(r)
-                                .map(|(h, r)| h.wadd(*r).window(w.j, w.k) as i64),
-                        );
-                    }
-                }
-                _ => {}
-            }
+            let out = index_bits_seen(e, &z, &windows, nz)?;
             let zr = reveal_m(e, &z)?;
             Ok(zr.map(|v| [out, v].concat()))
         },
@@ -573,31 +589,7 @@ fn affine_case<R: Ring>(seed: u64, windows: Vec<Window>, remask_in: bool) {
                 xm
             };
             let z = e.affine_private(&xm, "g", "b", &win)?;
-            let mut out: Vec<i64> = vec![];
-            match e.role {
-                Role::P1 if e.is_online() => {
-                    if z.hat.is_some() || z.win.len() != win.len() {
-                        return Err(internal("P1 holds more or less than the index bits"));
-                    }
-                    for (w, (ww, idx)) in win.iter().zip(&z.win) {
-                        if w != ww || idx.len() != n {
-                            return Err(internal("wrong window at P1"));
-                        }
-                        out.extend(idx.iter().map(|&v| v as i64));
-                    }
-                }
-                Role::Plain => {
-                    let (h, r) = (z.hat.as_ref().unwrap(), z.r.as_ref().unwrap());
-                    for w in &win {
-                        out.extend(
-                            h.iter()
-                                .zip(r)
-                                .map(|(h, r)| h.wadd(*r).window(w.j, w.k) as i64),
-                        );
-                    }
-                }
-                _ => {}
-            }
+            let out = index_bits_seen(e, &z, &win, n)?;
             let zr = reveal_m(e, &z)?;
             Ok(zr.map(|v| [out, v].concat()))
         },

@@ -68,17 +68,7 @@ impl Engine {
                 let re = kernels::ops::matmul(need(&x.r, "r_X share")?, e_w, rows, d_in, d_out);
                 // this party's share of Z + r_Z minus X^ W: -(r_X,b E_W + t_b) + r_Z,b
                 let mine = vadd(&vneg(&vadd(&re, &t)), &rz);
-                if role == Role::P1 {
-                    let mut buf = vec![];
-                    ring::encode(&mine, &mut buf);
-                    self.ctx.send(PartyId::P0, tag, buf)?;
-                    self.push_prep(rz.clone())?;
-                } else {
-                    let buf = self.ctx.recv(PartyId::P1, tag)?;
-                    let theirs: Vec<R> =
-                        ring::decode_exact(&buf, nz, PartyId::P1, "linear offline")?;
-                    self.push_prep((rz.clone(), vadd(&mine, &theirs)))?;
-                }
+                self.exchange_offset(role, tag, &mine, &rz, "linear offline")?;
                 Ok(out(None, rz, vec![]))
             }
             (Role::P0, true) => {
@@ -161,17 +151,7 @@ impl Engine {
                 let e = bcast_cols(self.reg.get(scale)?.e::<R>()?, rows);
                 // this party's share of Z + r_Z minus c x^ + b: -(E_c r_b + <A_c r>_b) + r_Z,b
                 let mine = vadd(&vneg(&vadd(&vmul(&e, need(&x.r, "r share")?), &t)), &rz);
-                if role == Role::P1 {
-                    let mut buf = vec![];
-                    ring::encode(&mine, &mut buf);
-                    self.ctx.send(PartyId::P0, tag, buf)?;
-                    self.push_prep(rz.clone())?;
-                } else {
-                    let buf = self.ctx.recv(PartyId::P1, tag)?;
-                    let theirs: Vec<R> =
-                        ring::decode_exact(&buf, n, PartyId::P1, "affine offline")?;
-                    self.push_prep((rz.clone(), vadd(&mine, &theirs)))?;
-                }
+                self.exchange_offset(role, tag, &mine, &rz, "affine offline")?;
                 Ok(out(None, rz, vec![]))
             }
             (Role::P0, true) => {
@@ -187,6 +167,29 @@ impl Engine {
                 let (hat, win) = self.recv_index_bits(tag, n, windows)?;
                 Ok(out(hat, rz, win))
             }
+        }
+    }
+
+    /// Offline, P0 and P1 (block 1's output pattern): P1 sends P0 its share `mine` of
+    /// Z + r_Z minus P0's online term and keeps its r_Z share; P0 keeps its r_Z share and
+    /// the offset `mine + theirs` it adds online. One message P1 -> P0, n w bytes.
+    fn exchange_offset<R: Ring>(
+        &mut self,
+        role: Role,
+        tag: u32,
+        mine: &[R],
+        rz: &[R],
+        what: &'static str,
+    ) -> Result<()> {
+        if role == Role::P1 {
+            let mut buf = vec![];
+            ring::encode(mine, &mut buf);
+            self.ctx.send(PartyId::P0, tag, buf)?;
+            self.push_prep(rz.to_vec())
+        } else {
+            let buf = self.ctx.recv(PartyId::P1, tag)?;
+            let theirs: Vec<R> = ring::decode_exact(&buf, mine.len(), PartyId::P1, what)?;
+            self.push_prep((rz.to_vec(), vadd(mine, &theirs)))
         }
     }
 
